@@ -1,0 +1,1 @@
+"""The trading brain: model slots, validation, atomic install and hot swap."""

@@ -1,0 +1,67 @@
+"""Every error this package raises on purpose.
+
+::
+
+    AppError
+    ├── ConfigurationError        a setting is missing or out of range (names the key)
+    ├── ModelsDirectoryLocked     another process is writing to the models directory
+    ├── UpstreamError             GitHub or the blob host failed us
+    │   ├── AuthenticationError   401, or 403 without rate-limit signs: not retried
+    │   ├── RateLimited           403/429 with retry-after or x-ratelimit-remaining: 0
+    │   └── ArtifactExpired       410 on download, or `expired: true`
+    ├── ArtifactError             the artifact itself is bad: checksum, hostile zip, size
+    │   └── ChecksumMismatch
+    └── ModelError                a model file cannot serve: unreadable, incompatible, bad output
+
+Each carries what a user needs to act on it in its message; secrets never appear in one.
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+
+class ConfigurationError(AppError):
+    """A setting is invalid; the message names the key and what is allowed."""
+
+
+class ModelsDirectoryLocked(AppError):
+    """Another process holds the models directory's write lock."""
+
+
+class UpstreamError(AppError):
+    """A remote service (GitHub's API, the artifact blob host) failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthenticationError(UpstreamError):
+    """The token was refused; retrying will not help."""
+
+
+class RateLimited(UpstreamError):
+    """GitHub asked us to wait `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class ArtifactExpired(UpstreamError):
+    """The artifact is gone (410, or listed as expired)."""
+
+
+class ArtifactError(AppError):
+    """The artifact's content is unacceptable; it is rejected and not downloaded again."""
+
+
+class ChecksumMismatch(ArtifactError):
+    """A declared SHA-256 does not match the bytes."""
+
+
+class ModelError(AppError):
+    """A model cannot be loaded or would not serve correctly."""

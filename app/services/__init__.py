@@ -1,0 +1,1 @@
+"""Services wired around the brain: cloud sync, resilience, monitoring, alerts."""

@@ -1,0 +1,319 @@
+"""The settings: ``settings.yaml`` plus environment overrides, validated once at start-up.
+
+Precedence, highest first: keyword arguments, ``SECTION__KEY`` environment variables,
+``GITHUB_TOKEN``, the YAML file, ``GITHUB_API_URL`` (a runner's default, so it only fills
+``github.api_url`` when nothing else set it), then the defaults below (which mirror
+``settings.yaml``). A relative ``models.dir`` in the YAML file resolves against the file's
+folder; one from the environment resolves against the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from app.errors import ConfigurationError
+
+DEFAULT_SETTINGS_FILE = "settings.yaml"
+DEFAULT_SLOT = "unified_brain"
+MIN_SYNC_INTERVAL_MINUTES = 5  # the seed's floor between syncs
+
+DEFAULT_FEATURES = (
+    "return_1m",
+    "return_5m",
+    "return_15m",
+    "return_1h",
+    "volatility_5m",
+    "volatility_1h",
+    "volume_ratio_5m",
+    "volume_ratio_1h",
+    "spread_bps",
+    "order_imbalance",
+    "rsi_14",
+    "macd_signal",
+    "bollinger_position",
+    "atr_14",
+    "vwap_distance",
+    "time_of_day",
+)
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are typos, and typos are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CloudSyncSettings(Section):
+    enabled: bool = True
+    interval_minutes: float = Field(default=15, ge=MIN_SYNC_INTERVAL_MINUTES, le=24 * 60)
+    min_interval_minutes: float = Field(default=MIN_SYNC_INTERVAL_MINUTES, ge=0)
+    sync_on_startup: bool = True
+    inbox_enabled: bool = True
+    inbox_poll_seconds: float = Field(default=5, gt=0, le=3600)
+
+
+class GitHubSettings(Section):
+    owner: str = Field(default="c-trading-bo", min_length=1)
+    repository: str = Field(default="trading-bot-c-", min_length=1)
+    token: SecretStr = SecretStr("")
+    api_url: str = ""
+    workflow: str = ""
+    branch: str = "main"
+    artifact_pattern: str = "*model*"
+    allowed_events: tuple[str, ...] = ("push", "schedule", "workflow_dispatch")
+    allow_pull_requests: bool = False
+    allow_forks: bool = False
+    per_page: int = Field(default=100, ge=1, le=100)
+
+    @property
+    def effective_api_url(self) -> str:
+        return (self.api_url or "https://api.github.com").rstrip("/")
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.repository}"
+
+
+class SlotSettings(Section):
+    path: str = Field(min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_models_dir(cls, value: str) -> str:
+        relative = Path(value)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError("must be a relative path inside models.dir")
+        return value
+
+
+def _default_slots() -> dict[str, SlotSettings]:
+    return {DEFAULT_SLOT: SlotSettings(path=f"{DEFAULT_SLOT}.onnx")}
+
+
+class ModelsSettings(Section):
+    dir: Path = Path("models")
+    backup_retention: int = Field(default=5, ge=1, le=1000)
+    max_artifact_mb: float = Field(default=1024, gt=0)
+    max_uncompressed_mb: float = Field(default=4096, gt=0)
+    max_members: int = Field(default=1000, ge=1)
+    max_compression_ratio: float = Field(default=200, ge=1)
+    require_checksums: bool = False
+    lock_wait_seconds: float = Field(default=10, ge=0)
+    watch_seconds: float = Field(default=2, gt=0)
+
+
+class BrainSettings(Section):
+    confidence_threshold: float = Field(default=0.65, ge=0, le=1)
+    intra_op_threads: int = Field(default=1, ge=1, le=64)
+    inter_op_threads: int = Field(default=1, ge=1, le=64)
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    slots: dict[str, SlotSettings] = Field(default_factory=_default_slots)
+    decision_slot: str = DEFAULT_SLOT
+    tick_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _decision_slot_exists(self) -> BrainSettings:
+        if not self.slots:
+            raise ValueError("brain.slots must name at least one slot")
+        if self.decision_slot not in self.slots:
+            raise ValueError(f"brain.decision_slot {self.decision_slot!r} is not in brain.slots")
+        if len(set(self.features)) != len(self.features) or not self.features:
+            raise ValueError("brain.features must be a non-empty list of distinct names")
+        return self
+
+
+class OpsSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    allow_non_loopback: bool = False
+    webhook_secret: SecretStr = SecretStr("")
+    admin_token: SecretStr = SecretStr("")
+    max_webhook_body_mb: float = Field(default=25, gt=0)
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> OpsSettings:
+        loopback = self.host in {"localhost", "::1"} or self.host.startswith("127.")
+        if not loopback and not self.allow_non_loopback:
+            raise ValueError(
+                f"ops.host {self.host!r} is not a loopback address; "
+                "set ops.allow_non_loopback: true to expose the ops server"
+            )
+        return self
+
+
+class ResilienceSettings(Section):
+    max_retries: int = Field(default=3, ge=0, le=20)
+    base_delay_seconds: float = Field(default=0.5, ge=0)
+    max_delay_seconds: float = Field(default=30, ge=0)
+    http_timeout_seconds: float = Field(default=30, gt=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_open_seconds: float = Field(default=60, ge=0)
+
+
+class MemorySettings(Section):
+    limit_mb: float = Field(default=4096, gt=0)
+
+
+class AlertSettings(Section):
+    enabled: bool = False
+    smtp_host: str = "smtp.gmail.com"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    timeout_seconds: float = Field(default=10, gt=0)
+
+
+class LoggingSettings(Section):
+    json_lines: bool = False
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+_yaml_file: ContextVar[Path | None] = ContextVar("_yaml_file", default=None)
+
+
+class _EnvironmentAliases(PydanticBaseSettingsSource):
+    """Plain environment variables that mean a nested key (``GITHUB_TOKEN`` -> github.token)."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], aliases: dict[str, tuple[str, str]]
+    ) -> None:
+        super().__init__(settings_cls)
+        self._aliases = aliases
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # noqa: ARG002
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for variable, (section, key) in self._aliases.items():
+            value = os.environ.get(variable)
+            if value:
+                values.setdefault(section, {})[key] = value
+        return values
+
+
+class _YamlRelativeToFile(YamlConfigSettingsSource):
+    """The YAML file, with ``models.dir`` resolved against the file's own folder.
+
+    An empty ``github.api_url`` counts as unset, so that ``GITHUB_API_URL`` can fill it.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], yaml_file: Path) -> None:
+        super().__init__(settings_cls, yaml_file=yaml_file)
+        self._folder = yaml_file.resolve().parent
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        models = data.get("models")
+        if isinstance(models, dict) and isinstance(models.get("dir"), str):
+            models = dict(models)
+            models["dir"] = str(self._folder / models["dir"])
+            data = {**data, "models": models}
+        github = data.get("github")
+        if isinstance(github, dict) and github.get("api_url") == "":
+            data = {**data, "github": {k: v for k, v in github.items() if k != "api_url"}}
+        return data
+
+
+class Settings(BaseSettings):
+    """Every setting of the application, one section per concern."""
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    cloud_sync: CloudSyncSettings = CloudSyncSettings()
+    github: GitHubSettings = GitHubSettings()
+    models: ModelsSettings = ModelsSettings()
+    brain: BrainSettings = BrainSettings()
+    ops: OpsSettings = OpsSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
+    memory: MemorySettings = MemorySettings()
+    alerts: AlertSettings = AlertSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _EnvironmentAliases(settings_cls, {"GITHUB_TOKEN": ("github", "token")}),
+        ]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(_YamlRelativeToFile(settings_cls, yaml_file))
+        sources.append(_EnvironmentAliases(settings_cls, {"GITHUB_API_URL": ("github", "api_url")}))
+        return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models.dir.resolve()
+
+
+def settings_file(explicit: str | Path | None = None) -> Path | None:
+    """The settings file to read: ``--settings``, else ``APP_SETTINGS``, else ./settings.yaml."""
+    chosen = explicit or os.environ.get("APP_SETTINGS")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigurationError(f"settings file {path} does not exist")
+        return path
+    default = Path(DEFAULT_SETTINGS_FILE)
+    return default if default.is_file() else None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "settings"
+        env = "__".join(str(part) for part in item["loc"]).upper()
+        given = item.get("input")
+        secret = any(word in key for word in ("token", "password", "secret"))
+        shown = "" if secret or isinstance(given, dict | SecretStr) else f" (got {given!r})"
+        hint = f" [environment: {env}]" if env else ""
+        problems.append(f"{key}: {item['msg']}{shown}{hint}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate the settings; a bad value raises ConfigurationError naming its key."""
+    token = _yaml_file.set(settings_file(path))
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigurationError(_describe(error)) from None
+    finally:
+        _yaml_file.reset(token)
