@@ -1,0 +1,75 @@
+"""Loaded models and the immutable snapshot the brain decides from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from app.brain.runtime import FileIdentity
+from app.brain.signature import ModelSignature
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A validated, warmed-up model serving one slot."""
+
+    slot: str
+    path: Path
+    sha256: str
+    version: str
+    size_bytes: int
+    signature: ModelSignature
+    identity: FileIdentity
+    session: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BrainSnapshot:
+    """Every slot's model at one instant; replaced whole, never changed in place."""
+
+    models: Mapping[str, LoadedModel]
+    versions: Mapping[str, str]
+
+    @classmethod
+    def of(cls, models: Mapping[str, LoadedModel]) -> BrainSnapshot:
+        frozen = MappingProxyType(dict(models))
+        return cls(
+            models=frozen,
+            versions=MappingProxyType({slot: m.version for slot, m in frozen.items()}),
+        )
+
+    def replacing(self, changes: Mapping[str, LoadedModel]) -> BrainSnapshot:
+        return BrainSnapshot.of({**self.models, **changes})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A model file offered for a slot, with the version its producer gave it (if any)."""
+
+    slot: str
+    path: Path
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SwapResult:
+    """What a reload did: installed models and their backups, or why nothing changed."""
+
+    ok: bool
+    reason: str
+    installed: Mapping[str, LoadedModel] = field(default_factory=dict)
+    backups: Mapping[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SwapEvent:
+    """Told to listeners after every reload attempt (for metrics, alerts, state)."""
+
+    kind: str  # "installed" | "refused" | "rolled_back" | "refreshed"
+    result: SwapResult
+    source: str
+    slots: tuple[str, ...]

@@ -1,0 +1,59 @@
+"""Everything a model must pass before it may serve a slot (blocking: run in a thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.brain.runtime import check_probabilities, open_session, signature_of, warm_up
+from app.brain.signature import ModelSignature, decision_contract_problems, incompatibilities
+from app.errors import ModelError
+
+
+@dataclass(frozen=True, slots=True)
+class SlotContract:
+    """What a slot requires of its model."""
+
+    slot: str
+    serving: ModelSignature | None  # the current model's signature; None at first load
+    decision_features: int | None  # the decision slot's input width; None for other slots
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSession:
+    session: Any
+    signature: ModelSignature
+    declared_version: str | None
+
+
+def check_file(path: Path) -> None:
+    """Refuse what is plainly not a model file before any work is done on it."""
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file")
+    if not path.exists():
+        raise ModelError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty")
+
+
+def validate_model(
+    path: Path, contract: SlotContract, *, intra_op_threads: int, inter_op_threads: int
+) -> ValidatedSession:
+    """Load `path` and prove it can serve `contract.slot`, or raise ModelError saying why."""
+    session = open_session(
+        path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
+    )
+    signature = signature_of(session)
+    problems: list[str] = []
+    if contract.serving is not None:
+        problems += incompatibilities(contract.serving, signature)
+    if contract.decision_features is not None:
+        problems += decision_contract_problems(signature, n_features=contract.decision_features)
+    if problems:
+        raise ModelError(f"incompatible with slot {contract.slot!r}: " + "; ".join(problems))
+    warm_up(session, signature)
+    if contract.decision_features is not None:
+        check_probabilities(session, signature, contract.decision_features)
+    metadata = session.get_modelmeta().custom_metadata_map
+    return ValidatedSession(session, signature, metadata.get("version") or None)

@@ -1,0 +1,66 @@
+"""Durable file replacement: a reader sees the old file or the new one, never half of either.
+
+The recipe is the POSIX one: write a temporary file in the target's own folder (so the rename stays
+on one filesystem), flush and ``fsync`` it, ``os.replace`` it over the target, then ``fsync`` the
+folder so the rename itself survives a power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+# Windows cannot open a folder for fsync; its renames are made durable by NTFS's journal instead.
+_CAN_FSYNC_DIRECTORIES = os.name == "posix"
+
+
+def fsync_directory(path: Path) -> None:
+    """Flush a folder's entries (renames, new files) to disk."""
+    if not _CAN_FSYNC_DIRECTORIES:
+        return
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_durably(source: Path, target: Path) -> None:
+    """Move ``source`` over ``target`` in one atomic rename, both its bytes and the rename on disk.
+
+    Both paths must be on the same filesystem (``os.replace`` fails across filesystems rather than
+    copying, which is what keeps the swap atomic).
+    """
+    with source.open("rb") as staged:
+        os.fsync(staged.fileno())
+    source.replace(target)
+    fsync_directory(target.parent)
+    if source.parent.resolve() != target.parent.resolve():
+        fsync_directory(source.parent)
+
+
+def write_bytes_atomically(path: Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` (a ``str`` is written as UTF-8), all or nothing.
+
+    The folder must exist. The new file is private to its owner (mode 0600, from ``mkstemp``),
+    which suits state and provenance files. On any failure the temporary file is removed and the
+    old ``path``, if there was one, is left as it was.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    descriptor, temporary_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    temporary = Path(temporary_name)
+    try:
+        with os.fdopen(descriptor, "wb") as staged:
+            staged.write(payload)
+            staged.flush()
+            os.fsync(staged.fileno())
+        temporary.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    fsync_directory(path.parent)

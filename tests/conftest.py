@@ -1,0 +1,78 @@
+"""Shared fixtures: a models directory with a real default model, settings pointing at it,
+a started brain, and loguru output captured as plain lines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from app.brain.brain import TradingBrain
+from app.brain.store import ModelStore
+from app.settings import Settings, load_settings
+from tests.onnx_models import decision_model, save
+
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_MODEL = ROOT / "models" / "unified_brain.onnx"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's or CI's environment must not leak into settings under test."""
+    for name in list(os.environ):
+        upper = name.upper()
+        if upper in {"GITHUB_TOKEN", "GITHUB_API_URL", "APP_SETTINGS"} or "__" in upper:
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    """A models directory holding a copy of the embedded default model."""
+    directory = tmp_path / "models"
+    directory.mkdir()
+    shutil.copyfile(EMBEDDED_MODEL, directory / "unified_brain.onnx")
+    return directory
+
+
+def make_settings(models_dir: Path, **sections: Any) -> Settings:
+    """Settings with no file behind them, the models directory at `models_dir`."""
+    models = {"dir": str(models_dir), "lock_wait_seconds": 0, **sections.pop("models", {})}
+    return load_settings(None, models=models, **sections)
+
+
+@pytest.fixture
+def settings(models_dir: Path) -> Settings:
+    return make_settings(models_dir)
+
+
+@pytest.fixture
+async def brain(settings: Settings) -> AsyncIterator[TradingBrain]:
+    started = TradingBrain(settings.brain, ModelStore(settings.models_dir))
+    await started.start()
+    return started
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Any:
+    """A factory: `model_file("name.onnx", seed=1, ...)` writes a decision model and returns it."""
+
+    def build(name: str = "candidate.onnx", **kwargs: Any) -> Path:
+        return save(decision_model(**kwargs), tmp_path / "candidates" / name)
+
+    return build
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """Every loguru message this package logs during the test, one string each."""
+    lines: list[str] = []
+    logger.enable("app")
+    sink = logger.add(lambda message: lines.append(str(message).rstrip("\n")), format="{message}")
+    yield lines
+    logger.remove(sink)
+    logger.disable("app")

@@ -1,0 +1,114 @@
+"""Real ONNX models for tests, benchmarks and the embedded default model, built with `onnx`.
+
+The decision model is ``probs = softmax(features @ W + b)``: input ``features`` float32
+[batch, n_features], output ``probs`` float32 [batch, n_actions]. Keyword arguments break it in
+the ways a bad training run would (wrong width, renamed input, integer input, NaN output), or
+pad it with a large weight table that is really read at run time (for load-time benchmarks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8  # readable by every onnxruntime this project supports
+
+
+def decision_model(
+    *,
+    n_features: int = 16,
+    n_actions: int = 3,
+    seed: int = 0,
+    version: str | None = None,
+    input_name: str = "features",
+    output_name: str = "probs",
+    integer_input: bool = False,
+    nan_output: bool = False,
+    softmax: bool = True,
+    padding_mb: float = 0,
+) -> onnx.ModelProto:
+    """A small, valid (unless told otherwise) decision model."""
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((n_features, n_actions)).astype(np.float32)
+    bias = rng.standard_normal(n_actions).astype(np.float32) * 0.1
+    initializers = [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")]
+    nodes = []
+    source = input_name
+    if integer_input:
+        nodes.append(helper.make_node("Cast", [input_name], ["features_f"], to=TensorProto.FLOAT))
+        source = "features_f"
+    nodes += [
+        helper.make_node("MatMul", [source, "W"], ["matmul_out"]),
+        helper.make_node("Add", ["matmul_out", "b"], ["logits0"]),
+    ]
+    logits = "logits0"
+    if padding_mb > 0:
+        logits = _add_padding(nodes, initializers, source, logits, padding_mb, n_actions, rng)
+    if nan_output:
+        initializers.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
+        nodes.append(helper.make_node("Mul", [logits, "nan"], ["logits_nan"]))
+        logits = "logits_nan"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [logits], [output_name], axis=1))
+    else:
+        nodes.append(helper.make_node("Identity", [logits], [output_name]))
+    in_type = TensorProto.INT64 if integer_input else TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes,
+        "decision",
+        [helper.make_tensor_value_info(input_name, in_type, ["batch", n_features])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_actions])],
+        initializers,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="tests.onnx_models",
+        ir_version=IR_VERSION,
+    )
+    if version is not None:
+        helper.set_model_props(model, {"version": version})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _add_padding(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    source: str,
+    logits: str,
+    padding_mb: float,
+    n_actions: int,
+    rng: np.random.Generator,
+) -> str:
+    """A [rows, n_actions] table added to the logits through a Gather whose index depends on
+    the input (always 0), so ONNX Runtime cannot fold it away and must load every byte."""
+    rows = max(1, int(padding_mb * (1 << 20) / (4 * n_actions)))
+    table = (rng.standard_normal((rows, n_actions)) * 1e-3).astype(np.float32)
+    initializers += [
+        numpy_helper.from_array(table, "pad_table"),
+        numpy_helper.from_array(np.array([0], np.int64), "first_col"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes += [
+        helper.make_node("Slice", [source, "first_col", "one", "axis1"], ["col0"]),
+        helper.make_node("Mul", ["col0", "zero"], ["col0_zero"]),
+        helper.make_node("Cast", ["col0_zero"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["pad_table", "index"], ["pad_rows"], axis=0),
+        helper.make_node("Squeeze", ["pad_rows", "axis1"], ["pad"]),
+        helper.make_node("Add", [logits, "pad"], ["logits_padded"]),
+    ]
+    return "logits_padded"
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    """Write `model` to `path` (parents created); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
