@@ -1,0 +1,84 @@
+"""Build real zip files for tests, including hostile ones zipfile would not write by itself."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zipfile
+from pathlib import Path
+
+# Offsets inside a central directory record and a local file header (APPNOTE 4.3.7, 4.3.12).
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+_CENTRAL_FIXED = 46
+_CENTRAL_FLAGS, _CENTRAL_METHOD, _CENTRAL_FILE_SIZE = 8, 10, 24
+_CENTRAL_NAME_LENGTH, _CENTRAL_LOCAL_OFFSET = 28, 42
+_LOCAL_FLAGS, _LOCAL_METHOD, _LOCAL_FILE_SIZE = 6, 8, 22
+
+Member = tuple[str | zipfile.ZipInfo, bytes]
+
+
+def entry(
+    name: str, *, mode: int | None = None, compress_type: int = zipfile.ZIP_DEFLATED
+) -> zipfile.ZipInfo:
+    """A member header with the name as given (no cleaning) and, optionally, a Unix st_mode."""
+    info = zipfile.ZipInfo(name)
+    info.compress_type = compress_type
+    if mode is not None:
+        info.create_system = 3
+        info.external_attr = mode << 16
+    return info
+
+
+def write_zip(path: Path, members: list[Member]) -> Path:
+    """Write ``members`` (name or header, bytes) in order; duplicates are written as given."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about duplicate names
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members:
+                archive.writestr(name, data)
+    return path
+
+
+def patch_header(
+    path: Path,
+    name: str,
+    *,
+    file_size: int | None = None,
+    set_flags: int = 0,
+    compress_type: int | None = None,
+) -> None:
+    """Rewrite fields of ``name``'s central and local headers, leaving its data as it was."""
+    data = bytearray(path.read_bytes())
+    encoded = name.encode()
+    position = data.find(_CENTRAL_SIGNATURE)
+    while position >= 0:
+        length = struct.unpack_from("<H", data, position + _CENTRAL_NAME_LENGTH)[0]
+        start = position + _CENTRAL_FIXED
+        if bytes(data[start : start + length]) == encoded:
+            local = struct.unpack_from("<I", data, position + _CENTRAL_LOCAL_OFFSET)[0]
+            _patch(data, position, _CENTRAL_FLAGS, _CENTRAL_METHOD, _CENTRAL_FILE_SIZE,
+                   file_size, set_flags, compress_type)  # fmt: skip
+            _patch(data, local, _LOCAL_FLAGS, _LOCAL_METHOD, _LOCAL_FILE_SIZE,
+                   file_size, set_flags, compress_type)  # fmt: skip
+            path.write_bytes(bytes(data))
+            return
+        position = data.find(_CENTRAL_SIGNATURE, position + 1)
+    raise LookupError(f"{name!r} is not in {path}")
+
+
+def _patch(
+    data: bytearray,
+    base: int,
+    flags_at: int,
+    method_at: int,
+    size_at: int,
+    file_size: int | None,
+    set_flags: int,
+    compress_type: int | None,
+) -> None:
+    flags = struct.unpack_from("<H", data, base + flags_at)[0]
+    struct.pack_into("<H", data, base + flags_at, flags | set_flags)
+    if compress_type is not None:
+        struct.pack_into("<H", data, base + method_at, compress_type)
+    if file_size is not None:
+        struct.pack_into("<I", data, base + size_at, file_size)
