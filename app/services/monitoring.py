@@ -1,0 +1,217 @@
+"""Prometheus metrics for model sync and the brain, in a registry of the service's own.
+
+Nothing is registered globally, so several services (tests, containers in one process) never
+collide. The ``/metrics`` endpoint serves :meth:`ProductionMonitoringService.render`.
+
+==========================================  =========  =========================================
+metric                                      type       labels
+==========================================  =========  =========================================
+model_sync_cycles_total                     counter    outcome: a :data:`SyncOutcome`
+model_sync_artifacts_total                  counter    outcome: an :data:`ArtifactOutcome`;
+                                                       reason: a key of :data:`ARTIFACT_REASONS`
+model_sync_download_bytes_total             counter
+model_sync_download_seconds                 histogram
+model_sync_github_rate_limit_remaining      gauge
+model_sync_circuit_breaker_state            gauge      operation; 0 closed, 1 half_open, 2 open
+model_sync_last_success_timestamp_seconds   gauge      (unix time)
+trading_brain_reload_seconds                histogram  outcome: installed | refused
+trading_brain_decisions_total               counter    action (the brain's own, bounded, actions)
+trading_brain_decision_seconds              histogram  (buckets from 50 µs)
+trading_brain_active_model_info             gauge = 1  slot, version, sha256, run_id
+==========================================  =========  =========================================
+
+Label values outside a documented set are counted as ``other``: a new caller's typo then shows
+up on a dashboard instead of failing a sync or growing the number of series without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Final, Literal, get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
+ArtifactOutcome = Literal["installed", "rejected", "skipped"]
+ReloadOutcome = Literal["installed", "refused"]
+
+ARTIFACT_REASONS: Final[dict[str, str]] = {
+    "ok": "passed every check (with outcome installed)",
+    "already_installed": "this artifact is the one serving now",
+    "untrusted_run": "run from a pull request, a fork, another branch or workflow",
+    "expired": "GitHub lists the artifact as expired, or its download answered 410",
+    "download_failed": "the download did not complete",
+    "digest_mismatch": "the zip's SHA-256 differs from GitHub's digest",
+    "too_large": "over a size, member-count or compression-ratio limit",
+    "unsafe_archive": "a member's path escapes the models directory, or the zip is unreadable",
+    "no_models": "no .onnx member to install",
+    "checksum_mismatch": "a file's SHA-256 differs from its metadata.json",
+    "load_failed": "ONNX Runtime could not build a session from the model",
+    "incompatible": "the model's inputs or outputs do not fit its slot",
+    "invalid_output": "the warm-up output was not finite or not well-shaped",
+    "install_failed": "backing up or installing the files failed",
+    "other": "anything else; the log line says what",
+}
+"""The reason codes ``record_artifact`` accepts, with what each means."""
+
+# Prometheus' text format 0.0.4, which generate_latest writes (newer clients' CONTENT_TYPE_LATEST
+# names a later version that this body does not claim to be).
+TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+_OTHER: Final = "other"
+_BREAKER_LEVELS: Final[dict[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
+_DOWNLOAD_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Decisions take tens to hundreds of microseconds; the default buckets start at 5 ms.
+_DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+def _bounded(value: str, allowed: Collection[str]) -> str:
+    return value if value in allowed else _OTHER
+
+
+def _unix_seconds(moment: datetime) -> float:
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+class ProductionMonitoringService:
+    """Counts what the sync service and the brain do, for Prometheus to scrape."""
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry()
+        registry = self._registry
+        self._sync_cycles = Counter(
+            "model_sync_cycles",
+            "Synchronization cycles by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._artifacts = Counter(
+            "model_sync_artifacts",
+            "Artifacts looked at, by outcome and reason code.",
+            ["outcome", "reason"],
+            registry=registry,
+        )
+        self._download_bytes = Counter(
+            "model_sync_download_bytes",
+            "Bytes of artifact zips downloaded.",
+            registry=registry,
+        )
+        self._download_seconds = Histogram(
+            "model_sync_download_seconds",
+            "Time to download one artifact zip.",
+            buckets=_DOWNLOAD_BUCKETS,
+            registry=registry,
+        )
+        self._rate_limit_remaining = Gauge(
+            "model_sync_github_rate_limit_remaining",
+            "Requests left in GitHub's current rate-limit window.",
+            registry=registry,
+        )
+        self._breaker_state = Gauge(
+            "model_sync_circuit_breaker_state",
+            "Circuit breaker state per operation: 0 closed, 1 half_open, 2 open.",
+            ["operation"],
+            registry=registry,
+        )
+        self._last_success = Gauge(
+            "model_sync_last_success_timestamp_seconds",
+            "Unix time of the last synchronization cycle that completed.",
+            registry=registry,
+        )
+        self._reload_seconds = Histogram(
+            "trading_brain_reload_seconds",
+            "Time to validate and install (or refuse) a model, by outcome.",
+            ["outcome"],
+            buckets=_RELOAD_BUCKETS,
+            registry=registry,
+        )
+        self._decisions = Counter(
+            "trading_brain_decisions",
+            "Trading decisions made, by action.",
+            ["action"],
+            registry=registry,
+        )
+        self._decision_seconds = Histogram(
+            "trading_brain_decision_seconds",
+            "Time to make one trading decision.",
+            buckets=_DECISION_BUCKETS,
+            registry=registry,
+        )
+        # An info metric is a gauge of 1 whose labels are the value: setting a slot's info
+        # replaces that slot's previous label set instead of adding a series.
+        self._active_model = Info(
+            "trading_brain_active_model",
+            "The model serving each slot.",
+            ["slot"],
+            registry=registry,
+        )
+        # Series that exist from the start read 0 rather than missing, so rate() works at once.
+        for sync_outcome in get_args(SyncOutcome):
+            self._sync_cycles.labels(outcome=sync_outcome)
+        for reload_outcome in get_args(ReloadOutcome):
+            self._reload_seconds.labels(outcome=reload_outcome)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This service's registry, for a host that exposes it some other way."""
+        return self._registry
+
+    def record_sync(self, outcome: SyncOutcome) -> None:
+        """Count one synchronization cycle."""
+        self._sync_cycles.labels(outcome=_bounded(outcome, get_args(SyncOutcome))).inc()
+
+    def record_artifact(self, outcome: ArtifactOutcome, reason: str) -> None:
+        """Count one artifact decision; ``reason`` is a code from :data:`ARTIFACT_REASONS`."""
+        self._artifacts.labels(
+            outcome=_bounded(outcome, get_args(ArtifactOutcome)),
+            reason=_bounded(reason, ARTIFACT_REASONS),
+        ).inc()
+
+    def record_download(self, bytes_: int, seconds: float) -> None:
+        """Count one completed artifact download."""
+        self._download_bytes.inc(bytes_)
+        self._download_seconds.observe(seconds)
+
+    def record_reload(self, outcome: ReloadOutcome, seconds: float) -> None:
+        """Time one model reload, installed or refused."""
+        self._reload_seconds.labels(outcome=_bounded(outcome, get_args(ReloadOutcome))).observe(
+            seconds
+        )
+
+    def record_decision(self, action: str, seconds: float) -> None:
+        """Count one trading decision and its latency."""
+        self._decisions.labels(action=action).inc()
+        self._decision_seconds.observe(seconds)
+
+    def set_active_model(
+        self, slot: str, version: str, sha256: str, run_id: int | str | None = None
+    ) -> None:
+        """Show which model serves ``slot``, replacing the one it served before."""
+        info = {
+            "version": version,
+            "sha256": sha256,
+            "run_id": "" if run_id is None else str(run_id),
+        }
+        self._active_model.labels(slot=slot).info(info)
+
+    def set_rate_limit_remaining(self, remaining: int) -> None:
+        """Record GitHub's ``x-ratelimit-remaining``."""
+        self._rate_limit_remaining.set(remaining)
+
+    def set_breaker_state(self, operation: str, state: str) -> None:
+        """Record ``operation``'s circuit state: closed, half_open or open (a ``CircuitState``)."""
+        if state not in _BREAKER_LEVELS:
+            raise ValueError(
+                f"unknown circuit breaker state {state!r}; use one of {_BREAKER_LEVELS}"
+            )
+        self._breaker_state.labels(operation=operation).set(_BREAKER_LEVELS[state])
+
+    def mark_sync_success(self, at: datetime) -> None:
+        """Record when a synchronization cycle last completed; a naive ``at`` is taken as UTC."""
+        self._last_success.set(_unix_seconds(at))
+
+    def render(self) -> tuple[bytes, str]:
+        """The metrics in Prometheus' text format, and the content type to serve them with."""
+        return generate_latest(self._registry), TEXT_CONTENT_TYPE
