@@ -1,0 +1,399 @@
+"""A client for the few GitHub Actions REST endpoints the synchronizer needs.
+
+Every public method is one attempt: retries and backoff belong to the resilience layer that wraps
+calls, so errors are typed (``app.errors``) by status code and exception type, never by message
+text:
+
+- 401, or 403 without rate-limit signs: ``AuthenticationError`` (retrying will not help);
+- 403/429 with ``retry-after``, or ``x-ratelimit-remaining: 0``: ``RateLimited(retry_after)``;
+- 410 on a download, or an artifact listed as expired: ``ArtifactExpired``;
+- any other failure, connection and timeout errors included: ``UpstreamError(status)``.
+
+The token is sent per request, and only to the API's own origin: never to the blob host that
+serves artifact downloads, nor to a ``Link`` that points elsewhere. Error messages name the method
+and path of the failed request, never the token nor a signed URL's query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from app.errors import (
+    ArtifactError,
+    ArtifactExpired,
+    AuthenticationError,
+    ChecksumMismatch,
+    RateLimited,
+    UpstreamError,
+)
+from app.services.github_types import Artifact, CachedPage, ETagCache, WorkflowRun
+from app.settings import GitHubSettings
+
+USER_AGENT = "trading-bot-model-sync"
+API_VERSION = "2022-11-28"
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+# GitHub's advice for a secondary limit that names no wait: at least a minute.
+SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+_Parsed = TypeVar("_Parsed")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStatus:
+    """What GitHub's ``x-ratelimit-*`` headers said; None where a header was absent."""
+
+    remaining: int | None
+    reset: datetime | None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitStatus:
+        remaining = _integer(headers.get("x-ratelimit-remaining"))
+        reset = _integer(headers.get("x-ratelimit-reset"))
+        return cls(remaining, None if reset is None else datetime.fromtimestamp(reset, UTC))
+
+
+def upstream_error(
+    status: int, headers: Mapping[str, str], *, request: str, now: float
+) -> UpstreamError:
+    """The typed error for an unsuccessful answer, chosen by status code and headers only."""
+    what = f"GitHub answered {status} to {request}"
+    if status == 401:
+        return AuthenticationError(
+            f"{what}: the token was refused (check github.token)", status=401
+        )
+    if status in {403, 429}:
+        retry_after = _retry_after(headers, now)
+        if retry_after is not None:
+            return RateLimited(
+                f"{what}: rate limited for {retry_after:.0f} s",
+                retry_after=retry_after,
+                status=status,
+            )
+        if status == 429:
+            wait = SECONDARY_LIMIT_DEFAULT_WAIT
+            return RateLimited(f"{what}: rate limited", retry_after=wait, status=status)
+        return AuthenticationError(
+            f"{what}: the token lacks access (it needs actions:read on the repository)",
+            status=status,
+        )
+    if status == 404:
+        return UpstreamError(
+            f"{what}: not found (check github.owner, github.repository and github.workflow)",
+            status=status,
+        )
+    return UpstreamError(what, status=status)
+
+
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait by ``retry-after``, else by an exhausted rate limit; None if neither."""
+    value = headers.get("retry-after")
+    if value is not None:
+        seconds = _integer(value)
+        if seconds is not None:
+            return float(max(seconds, 0))
+        with suppress(TypeError, ValueError):
+            return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+    if headers.get("x-ratelimit-remaining") == "0":
+        reset = _integer(headers.get("x-ratelimit-reset"))
+        return max(reset - now, 0.0) if reset is not None else SECONDARY_LIMIT_DEFAULT_WAIT
+    return None
+
+
+def _parsed(parse: Callable[[dict[str, Any]], _Parsed], item: Any) -> _Parsed:
+    """An API object read by ``parse``; a malformed one is GitHub's failure, not a crash."""
+    try:
+        return parse(item)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UpstreamError(f"GitHub sent a malformed object: {type(error).__name__}") from error
+
+
+def _integer(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _shown(url: URL) -> str:
+    """A URL as error messages may show it: no query string (a signed URL's secret lives there)."""
+    return str(url.with_query(None).with_fragment(None))
+
+
+class GitHubActionsClient:
+    """Lists workflow runs and artifacts of one repository and downloads artifacts."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: GitHubSettings,
+        *,
+        etag_cache: ETagCache | None = None,
+        user_agent: str = USER_AGENT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._settings = settings
+        self._cache = etag_cache
+        self._user_agent = user_agent
+        self._clock = clock
+        self._api = URL(settings.effective_api_url)
+        self._repo = self._api / "repos" / settings.owner / settings.repository / "actions"
+        # Read by monitoring: the API's last word on its rate limit, and every request sent
+        # (to the API and to the blob host).
+        self.rate_limit_remaining: int | None = None
+        self.rate_limit_reset: datetime | None = None
+        self.requests_sent = 0
+
+    async def iter_runs(self) -> AsyncIterator[WorkflowRun]:
+        """Successful runs of the configured workflow and branch, newest first, page by page."""
+        workflow = self._settings.workflow
+        base = self._repo / "workflows" / workflow / "runs" if workflow else self._repo / "runs"
+        query = {"status": "success", "per_page": str(self._settings.per_page)}
+        if self._settings.branch:
+            query["branch"] = self._settings.branch
+        async for item in self._paginate(base.with_query(query), "workflow_runs"):
+            yield _parsed(WorkflowRun.from_api, item)
+
+    async def get_run(self, run_id: int) -> WorkflowRun:
+        """One workflow run by id."""
+        page = await self._fetch_page(self._repo / "runs" / str(run_id), key=None)
+        return _parsed(WorkflowRun.from_api, page.items[0])
+
+    async def list_artifacts(self, run_id: int) -> list[Artifact]:
+        """Every artifact of a run (all pages), expired ones included."""
+        url = (self._repo / "runs" / str(run_id) / "artifacts").with_query(
+            per_page=str(self._settings.per_page)
+        )
+        return [_parsed(Artifact.from_api, item) async for item in self._paginate(url, "artifacts")]
+
+    async def download_artifact(
+        self,
+        artifact: Artifact,
+        destination: Path,
+        *,
+        max_bytes: int,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> str:
+        """Stream the artifact's zip to ``destination``; return its hex SHA-256.
+
+        Asks the API for a fresh signed URL and follows it without the token. Refuses before
+        downloading when the artifact is expired, larger than ``max_bytes`` or larger than the free
+        space; aborts when more than ``max_bytes`` arrive; checks GitHub's ``digest`` when given.
+        A partial file is removed on any failure.
+        """
+        label = f"artifact {artifact.name!r} (id {artifact.id})"
+        if artifact.expired:
+            raise ArtifactExpired(f"{label} has expired on GitHub")
+        _check_room(label, artifact.size_in_bytes, destination, max_bytes)
+        location = await self._signed_location(artifact)
+        digest = await self._stream_to_file(location, destination, label, max_bytes, on_progress)
+        if artifact.sha256 is not None and digest != artifact.sha256:
+            _remove_partial(destination)
+            raise ChecksumMismatch(
+                f"{label}: SHA-256 of the download is {digest}, GitHub declares {artifact.sha256}"
+            )
+        return digest
+
+    # -- listing -----------------------------------------------------------------------------
+
+    async def _paginate(self, url: URL, key: str) -> AsyncIterator[dict[str, Any]]:
+        """Items of every page, following ``Link: rel="next"``; each page fetched when needed."""
+        next_url: URL | None = url
+        while next_url is not None:
+            page = await self._fetch_page(next_url, key=key)
+            for item in page.items:
+                yield item
+            next_url = URL(page.next_url) if page.next_url else None
+
+    async def _fetch_page(self, url: URL, *, key: str | None) -> CachedPage:
+        """One page (``key`` names its list; None: the body is the single item), via the cache."""
+        cached = self._cache.get(str(url)) if self._cache is not None else None
+        extra = {"If-None-Match": cached.etag} if cached is not None else {}
+        async with self._get(url, extra) as response:
+            if response.status == 304 and cached is not None:
+                return cached
+            if response.status != 200:
+                raise self._error(response)
+            body = await self._json(response)
+            items = (body,) if key is None else body.get(key)
+            if not isinstance(items, list | tuple):
+                raise UpstreamError(f"GitHub's answer to GET {_shown(url)} has no {key!r} list")
+            next_link = response.links.get("next")
+            next_url = str(next_link["url"]) if next_link else None
+            page = CachedPage(
+                etag=response.headers.get("ETag", ""),
+                items=tuple(items),
+                next_url=next_url,
+            )
+        if self._cache is not None and page.etag:
+            self._cache.put(str(url), page)
+        return page
+
+    @staticmethod
+    async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+        try:
+            body = await response.json(content_type=None)
+        except ValueError as error:
+            raise UpstreamError(
+                f"GitHub's answer to GET {_shown(response.url)} is not JSON", status=response.status
+            ) from error
+        if not isinstance(body, dict):
+            raise UpstreamError(f"GitHub's answer to GET {_shown(response.url)} is not an object")
+        return body
+
+    # -- downloading -------------------------------------------------------------------------
+
+    async def _signed_location(self, artifact: Artifact) -> URL:
+        """Ask the API where the artifact's bytes are; the answer is a short-lived signed URL."""
+        url = URL(
+            artifact.archive_download_url
+            or str(self._repo / "artifacts" / str(artifact.id) / "zip")
+        )
+        async with self._get(url) as response:
+            if response.status == 410:
+                raise ArtifactExpired(
+                    f"artifact {artifact.name!r} (id {artifact.id}) has expired (410)", status=410
+                )
+            location = response.headers.get("Location")
+            if response.status not in REDIRECT_STATUSES or not location:
+                if response.status < 400:
+                    raise UpstreamError(
+                        f"GitHub answered {response.status} to GET {_shown(url)}, not a redirect",
+                        status=response.status,
+                    )
+                raise self._error(response)
+            return response.url.join(URL(location))
+
+    async def _stream_to_file(
+        self,
+        location: URL,
+        destination: Path,
+        label: str,
+        max_bytes: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> str:
+        """Write the body at ``location`` to ``destination``, hashing it; remove it on failure."""
+        # A signed URL is its own credential: the token is never sent along, whatever the host.
+        async with self._get(location, authorize=False) as response:
+            if response.status != 200:
+                # The blob host's refusals (an expired signature, ...) are worth a retry, which
+                # asks the API for a fresh URL: none of them is an authentication problem of ours.
+                raise UpstreamError(
+                    f"the artifact host answered {response.status} to GET {_shown(location)}",
+                    status=response.status,
+                )
+            if response.content_length is not None:
+                _check_size(label, response.content_length, max_bytes)
+            try:
+                return await _receive(response.content, destination, label, max_bytes, on_progress)
+            except BaseException:
+                _remove_partial(destination)
+                raise
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _headers(self, url: URL, *, authorize: bool) -> dict[str, str]:
+        """Request headers; the token only for the API's own origin (scheme, host and port)."""
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": self._user_agent,
+        }
+        token = self._settings.token.get_secret_value()
+        if authorize and token and url.origin() == self._api.origin():
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    @asynccontextmanager
+    async def _get(
+        self,
+        url: URL,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        authorize: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One GET, redirects not followed; transport failures become ``UpstreamError``."""
+        headers = {**self._headers(url, authorize=authorize), **(extra_headers or {})}
+        self.requests_sent += 1
+        try:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as response:
+                if url.origin() == self._api.origin():
+                    self._observe_rate_limit(response.headers)
+                yield response
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+            raise UpstreamError(
+                f"GET {_shown(url)} failed: {type(error).__name__}", status=None
+            ) from error
+
+    def _observe_rate_limit(self, headers: Mapping[str, str]) -> None:
+        status = RateLimitStatus.from_headers(headers)
+        if status.remaining is not None:
+            self.rate_limit_remaining = status.remaining
+        if status.reset is not None:
+            self.rate_limit_reset = status.reset
+
+    def _error(self, response: aiohttp.ClientResponse) -> UpstreamError:
+        request = f"GET {_shown(response.url)}"
+        return upstream_error(response.status, response.headers, request=request, now=self._clock())
+
+
+async def _receive(
+    body: aiohttp.StreamReader,
+    destination: Path,
+    label: str,
+    max_bytes: int,
+    on_progress: Callable[[int], None] | None,
+) -> str:
+    """Copy ``body`` into ``destination`` chunk by chunk, hashing it; its hex SHA-256."""
+    digest = hashlib.sha256()
+    received = 0
+    with destination.open("wb") as file:
+        async for chunk in body.iter_chunked(DOWNLOAD_CHUNK_BYTES):
+            received += len(chunk)
+            _check_size(label, received, max_bytes)  # a hostile host may send more than it said
+            digest.update(chunk)
+            file.write(chunk)
+            if on_progress is not None:
+                on_progress(received)
+        file.flush()
+        # fsync can wait on the disk for long: keep the event loop free meanwhile.
+        await asyncio.to_thread(os.fsync, file.fileno())
+    return digest.hexdigest()
+
+
+def _check_size(label: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise ArtifactError(f"{label} is over the {max_bytes}-byte limit ({size} bytes or more)")
+
+
+def _check_room(label: str, size: int, destination: Path, max_bytes: int) -> None:
+    """Refuse before downloading what is over the limit or would not fit on the disk."""
+    _check_size(label, size, max_bytes)
+    free = shutil.disk_usage(destination.parent).free
+    if size > free:
+        raise ArtifactError(
+            f"{label} is {size} bytes but only {free} bytes are free in {destination.parent}"
+        )
+
+
+def _remove_partial(path: Path) -> None:
+    """Delete a partial download; synchronous so that it also runs while being cancelled."""
+    path.unlink(missing_ok=True)
+
+
+__all__ = ["GitHubActionsClient", "RateLimitStatus", "upstream_error"]
