@@ -11,6 +11,7 @@ seed's optional collaborators) and builds the services from them. A larger bot h
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,23 @@ from dependency_injector import containers, providers
 
 from app.brain.brain import TradingBrain
 from app.brain.store import ModelStore
+from app.services.alerts import EmailAlerts
+from app.services.github import GitHubActionsClient
+from app.services.inbox import LocalInbox
+from app.services.installer import ArtifactInstaller
+from app.services.monitoring import ProductionMonitoringService
+from app.services.resilience import ProductionResilienceService
+from app.services.state import StateStore
+from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
+
+
+async def resolve(provider: Any) -> Any:
+    """A provider's object, whether it is built synchronously or (behind a Resource) not."""
+    value = provider()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 @asynccontextmanager
@@ -41,6 +58,57 @@ def trading_brain(settings: Settings, store: ModelStore) -> TradingBrain:
     return TradingBrain(settings.brain, store, backup_retention=settings.models.backup_retention)
 
 
+def sync_state(settings: Settings) -> StateStore:
+    return StateStore(settings.models_dir)
+
+
+def github_client(
+    settings: Settings, http: aiohttp.ClientSession, state: StateStore
+) -> GitHubActionsClient | None:
+    """The GitHub client, or None without a token (the seed: sync disabled, other sources on)."""
+    if not settings.github.token.get_secret_value():
+        return None
+    return GitHubActionsClient(http, settings.github, etag_cache=state)
+
+
+def artifact_installer(
+    settings: Settings, state: StateStore, brain: TradingBrain | None
+) -> ArtifactInstaller:
+    return ArtifactInstaller(settings, state, brain)
+
+
+def sync_service(
+    settings: Settings,
+    state: StateStore,
+    installer: ArtifactInstaller,
+    github: GitHubActionsClient | None,
+    *,
+    resilience: ProductionResilienceService | None,
+    monitoring: ProductionMonitoringService | None,
+) -> CloudModelSynchronizationService:
+    return CloudModelSynchronizationService(
+        settings, state, installer, github, resilience=resilience, monitoring=monitoring
+    )
+
+
+def local_inbox(
+    settings: Settings, installer: ArtifactInstaller, sync: CloudModelSynchronizationService
+) -> LocalInbox:
+    return LocalInbox(
+        settings.models_dir,
+        installer,
+        sync,
+        poll_seconds=settings.cloud_sync.inbox_poll_seconds,
+    )
+
+
+def resilience_service(
+    settings: Settings, monitoring: ProductionMonitoringService | None
+) -> ProductionResilienceService:
+    hook = monitoring.set_breaker_state if monitoring is not None else None
+    return ProductionResilienceService(settings.resilience, on_state_change=hook)
+
+
 class Core(containers.DeclarativeContainer):
     """The services around the brain; embeddable in a host that brings its own session."""
 
@@ -51,6 +119,20 @@ class Core(containers.DeclarativeContainer):
     resilience: providers.Dependency[Any] = providers.Dependency(default=providers.Object(None))
     monitoring: providers.Dependency[Any] = providers.Dependency(default=providers.Object(None))
 
+    state = providers.Singleton(sync_state, config)
+    github = providers.Singleton(github_client, config, http, state)
+    installer = providers.Singleton(artifact_installer, config, state, brain)
+    sync = providers.Singleton(
+        sync_service,
+        config,
+        state,
+        installer,
+        github,
+        resilience=resilience,
+        monitoring=monitoring,
+    )
+    inbox = providers.Singleton(local_inbox, config, installer, sync)
+
 
 class Application(containers.DeclarativeContainer):
     """The standalone host: `python -m app`."""
@@ -59,4 +141,14 @@ class Application(containers.DeclarativeContainer):
     http = providers.Resource(http_session, config.provided.resilience.http_timeout_seconds)
     store = providers.Singleton(model_store, config)
     brain = providers.Singleton(trading_brain, config, store)
-    core = providers.Container(Core, config=config, http=http, brain=brain)
+    monitoring = providers.Singleton(ProductionMonitoringService)
+    resilience = providers.Singleton(resilience_service, config, monitoring)
+    alerts = providers.Singleton(EmailAlerts, config.provided.alerts)
+    core = providers.Container(
+        Core,
+        config=config,
+        http=http,
+        brain=brain,
+        resilience=resilience,
+        monitoring=monitoring,
+    )

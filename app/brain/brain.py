@@ -32,7 +32,7 @@ from app.brain.models import (
 from app.brain.runtime import FileIdentity, sha256_of
 from app.brain.store import ModelStore, PlannedInstall
 from app.brain.validation import SlotContract, check_file, validate_model
-from app.errors import AppError, ModelError
+from app.errors import AppError, ModelError, ModelsDirectoryLocked
 from app.settings import BrainSettings
 
 # Hashing a candidate runs beside its session construction: both release the GIL.
@@ -223,14 +223,19 @@ class TradingBrain:
                 installed, backups = await asyncio.to_thread(self._swap_blocking, candidates)
             except AppError as error:
                 result = SwapResult(
-                    ok=False, reason=str(error), seconds=time.perf_counter() - started
+                    ok=False,
+                    reason=str(error),
+                    retryable=isinstance(error, ModelsDirectoryLocked),
+                    seconds=time.perf_counter() - started,
                 )
                 logger.error(f"❌ [MODEL-RELOAD] Model reload refused: {error}")
                 self._tell(SwapEvent("refused", result, source, slots))
                 return result
             except Exception as error:
                 reason = f"unexpected {type(error).__name__}: {error}"
-                result = SwapResult(ok=False, reason=reason, seconds=time.perf_counter() - started)
+                result = SwapResult(
+                    ok=False, reason=reason, retryable=True, seconds=time.perf_counter() - started
+                )
                 logger.opt(exception=error).error(
                     f"❌ [MODEL-RELOAD] Model reload failed: {reason}"
                 )

@@ -60,6 +60,9 @@ class SwapResult:
 
     ok: bool
     reason: str
+    # True when the refusal says nothing about the model (the directory was locked, an
+    # unexpected error): the same candidate may well install on a later try.
+    retryable: bool = False
     installed: Mapping[str, LoadedModel] = field(default_factory=dict)
     backups: Mapping[str, Path] = field(default_factory=dict)
     seconds: float = 0.0

@@ -40,7 +40,13 @@ from app.errors import (
     RateLimited,
     UpstreamError,
 )
-from app.services.github_types import Artifact, CachedPage, ETagCache, WorkflowRun
+from app.services.github_types import (
+    Artifact,
+    CachedPage,
+    ETagCache,
+    WorkflowRun,
+    compact_api_item,
+)
 from app.settings import GitHubSettings
 
 USER_AGENT = "trading-bot-model-sync"
@@ -237,7 +243,7 @@ class GitHubActionsClient:
             next_url = str(next_link["url"]) if next_link else None
             page = CachedPage(
                 etag=response.headers.get("ETag", ""),
-                items=tuple(items),
+                items=tuple(compact_api_item(i) if isinstance(i, dict) else i for i in items),
                 next_url=next_url,
             )
         if self._cache is not None and page.etag:

@@ -100,6 +100,42 @@ class Artifact:
         return None
 
 
+# What `from_api` reads, and nothing more: cached pages stay small (a raw run is several KB).
+_KEPT: dict[str, tuple[str, ...] | None] = {
+    "id": None,
+    "run_attempt": None,
+    "name": None,
+    "workflow_id": None,
+    "path": None,
+    "head_branch": None,
+    "head_sha": None,
+    "event": None,
+    "status": None,
+    "conclusion": None,
+    "created_at": None,
+    "repository": ("full_name",),
+    "head_repository": ("full_name",),
+    "size_in_bytes": None,
+    "expired": None,
+    "digest": None,
+    "archive_download_url": None,
+    "workflow_run": ("id", "head_branch", "head_sha"),
+}
+
+
+def compact_api_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A run or artifact object with only the fields this project reads."""
+    compact: dict[str, Any] = {}
+    for key, nested in _KEPT.items():
+        if key not in item:
+            continue
+        value = item[key]
+        if nested is not None and isinstance(value, dict):
+            value = {k: value[k] for k in nested if k in value}
+        compact[key] = value
+    return compact
+
+
 @dataclass(frozen=True, slots=True)
 class CachedPage:
     """One listing page as last seen: its ETag, its items (raw JSON objects), its next link."""

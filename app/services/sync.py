@@ -1,0 +1,416 @@
+"""CloudModelSynchronizationService: finds, downloads, verifies and hot-swaps new models.
+
+One cycle (seed: ``SynchronizeModelsAsync``) lists successful runs newest first, stops at the
+run already installed, picks the newest acceptable artifact (selection.py), streams it to
+``models/.sync/downloads/``, and hands the zip to the installer. Everything it looked at is
+recorded in the state, so a restart does not download again what it already judged.
+
+One cycle at a time, however triggered: an asyncio lock in the process and ``sync.lock`` across
+processes (``python -m app sync`` beside a running host). At most one cycle per
+``min_interval_minutes`` unless forced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from loguru import logger
+
+from app.brain.lock import DirectoryLock
+from app.errors import (
+    ArtifactError,
+    ArtifactExpired,
+    ChecksumMismatch,
+    ModelsDirectoryLocked,
+    UpstreamError,
+)
+from app.services.github import GitHubActionsClient
+from app.services.github_types import Artifact, WorkflowRun
+from app.services.installer import ArtifactInstaller, InstallOutcome, Origin
+from app.services.selection import (
+    ArtifactCandidate,
+    SelectionPolicy,
+    artifact_matches,
+    choose_candidate,
+    why_run_ineligible,
+)
+from app.services.state import StateStore
+from app.settings import Settings
+
+T = TypeVar("T")
+SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
+MIB = 1 << 20
+MAX_RUN_PAGES_ITEMS = 1000  # runs looked at per cycle, at most: older ones cannot be newer
+MAX_DOWNLOADS_PER_CYCLE = 3
+
+
+class Resilience(Protocol):
+    async def call(
+        self,
+        operation: str,
+        func: Callable[[], Awaitable[T]],
+        *,
+        timeout: Any = ...,  # noqa: ASYNC109 - the resilience service's own per-attempt bound
+    ) -> T: ...
+
+
+class Monitoring(Protocol):
+    def record_sync(self, outcome: Any) -> None: ...
+    def record_artifact(self, outcome: Any, reason: str) -> None: ...
+    def record_download(self, bytes_: int, seconds: float) -> None: ...
+    def set_rate_limit_remaining(self, remaining: int) -> None: ...
+    def mark_sync_success(self, at: datetime) -> None: ...
+
+
+ProgressFactory = Callable[[Artifact], "Progress"]
+
+
+class Progress(Protocol):
+    def update_to(self, received: int) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """How one cycle ended; what ``sync --json`` prints."""
+
+    outcome: SyncOutcome
+    reason: str
+    artifact: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "artifact": self.artifact,
+            "versions": self.versions,
+        }
+
+
+def describe_artifact(candidate: ArtifactCandidate) -> dict[str, Any]:
+    run, artifact = candidate.run, candidate.artifact
+    return {
+        "id": artifact.id,
+        "name": artifact.name,
+        "size_in_bytes": artifact.size_in_bytes,
+        "digest": artifact.digest,
+        "run_id": run.id,
+        "run_attempt": run.run_attempt,
+        "head_sha": run.head_sha,
+        "branch": run.head_branch,
+        "event": run.event,
+    }
+
+
+class CloudModelSynchronizationService:
+    """Keeps the brain on the newest good model that GitHub Actions produced."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateStore,
+        installer: ArtifactInstaller,
+        github: GitHubActionsClient | None,
+        *,
+        resilience: Resilience | None = None,
+        monitoring: Monitoring | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._installer = installer
+        self._github = github
+        self._resilience = resilience
+        self._monitoring = monitoring
+        self._clock = clock
+        self._policy = SelectionPolicy.from_settings(settings.github)
+        self._cycle = asyncio.Lock()
+        self._sync_dir = settings.models_dir / ".sync"
+        self._downloads = self._sync_dir / "downloads"
+        self.progress: ProgressFactory | None = None
+        if github is None and settings.cloud_sync.enabled:
+            logger.warning(
+                "⚠️ [CLOUD-SYNC] No GitHub token configured - cloud model sync will be disabled"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.cloud_sync.enabled and self._github is not None
+
+    # -- the cycle -----------------------------------------------------------------------
+
+    async def synchronize_models(self, *, force: bool = False) -> SyncReport:
+        """One synchronization cycle (seed: SynchronizeModelsAsync)."""
+        return await self._exclusive(self._poll, force=force)
+
+    async def synchronize_run(self, run: WorkflowRun) -> SyncReport:
+        """A cycle that goes straight to one run (a webhook delivery): no listing of runs."""
+
+        async def one_run(github: GitHubActionsClient) -> SyncReport:
+            reason = why_run_ineligible(run, self._policy)
+            if reason is not None:
+                return SyncReport("skipped", f"run {run.id} not eligible: {reason}")
+            return await self._install_newest([run], github)
+
+        return await self._exclusive(one_run, force=True)
+
+    @contextlib.asynccontextmanager
+    async def claim(self) -> AsyncIterator[bool]:
+        """Hold the pipeline (this process's lock and ``sync.lock``) with fresh state.
+
+        Yields False, holding nothing, when another process holds it. The inbox claims it too,
+        so one artifact at a time goes through the pipeline and the state has one writer.
+        """
+        async with self._cycle:
+            try:
+                lock = await asyncio.to_thread(DirectoryLock, self._sync_dir / "sync.lock")
+            except ModelsDirectoryLocked:
+                yield False
+                return
+            try:
+                await asyncio.to_thread(self._state.load)
+                yield True
+            finally:
+                await asyncio.to_thread(self._state.flush)
+                lock.release()
+
+    async def _exclusive(
+        self, body: Callable[[GitHubActionsClient], Awaitable[SyncReport]], *, force: bool
+    ) -> SyncReport:
+        if not self._settings.cloud_sync.enabled:
+            return self._finish(SyncReport("disabled", "cloud_sync.enabled is false"), record=False)
+        if self._github is None:
+            return self._finish(SyncReport("disabled", "no GitHub token configured"), record=False)
+        github = self._github
+        async with self.claim() as claimed:
+            if not claimed:
+                report = SyncReport("skipped", "another process is synchronizing")
+                return self._finish(report, record=False)
+            if not force and (wait := self._too_soon()) is not None:
+                logger.info("🌐 [CLOUD-SYNC] Rate limiting - skipping sync")
+                return self._finish(SyncReport("skipped", wait), record=False)
+            logger.info("🌐 [CLOUD-SYNC] Starting model synchronization...")
+            try:
+                report = await body(github)
+            except UpstreamError as error:
+                logger.error(f"❌ [CLOUD-SYNC] Synchronization failed: {error}")
+                report = SyncReport("failed", str(error))
+            return self._finish(report, record=True)
+
+    def _too_soon(self) -> str | None:
+        last = self._state.state.last_sync
+        floor = timedelta(minutes=self._settings.cloud_sync.min_interval_minutes)
+        if last is None or floor <= timedelta(0):
+            return None
+        elapsed = self._clock() - last.at
+        if elapsed >= floor:
+            return None
+        return f"rate limiting: last sync {int(elapsed.total_seconds())}s ago (minimum {floor})"
+
+    def _finish(self, report: SyncReport, *, record: bool) -> SyncReport:
+        if record:
+            artifact_id = report.artifact["id"] if report.artifact else None
+            self._state.record_sync(
+                outcome=report.outcome, reason=report.reason, artifact_id=artifact_id
+            )
+        if self._monitoring is not None:
+            self._monitoring.record_sync(report.outcome)
+            if self._github is not None and self._github.rate_limit_remaining is not None:
+                self._monitoring.set_rate_limit_remaining(self._github.rate_limit_remaining)
+            if report.outcome in {"installed", "up_to_date", "rejected"}:
+                self._monitoring.mark_sync_success(self._clock())
+        return report
+
+    async def _poll(self, github: GitHubActionsClient) -> SyncReport:
+        installed = self._installed_run()
+        runs = await self._call("github.list_runs", lambda: self._eligible_runs(github, installed))
+        if not runs:
+            return SyncReport("up_to_date", "no new successful run")
+        return await self._install_newest(runs, github)
+
+    def _installed_run(self) -> tuple[int, int] | None:
+        runs = [self._state.installed_run(slot) for slot in self._settings.brain.slots]
+        known = [run for run in runs if run is not None]
+        return max(known) if known else None
+
+    async def _eligible_runs(
+        self, github: GitHubActionsClient, installed: tuple[int, int] | None
+    ) -> list[WorkflowRun]:
+        """Eligible runs newer than the installed one, newest first; stops paging at it."""
+        runs: list[WorkflowRun] = []
+        seen = 0
+        async for run in github.iter_runs():
+            seen += 1
+            if installed is not None and (run.id, run.run_attempt) <= installed:
+                break
+            reason = why_run_ineligible(run, self._policy)
+            if reason is None:
+                runs.append(run)
+            else:
+                logger.debug(f"🌐 [CLOUD-SYNC] Ignoring run {run.id}: {reason}")
+            if seen >= MAX_RUN_PAGES_ITEMS:
+                break
+        return runs
+
+    async def _install_newest(
+        self, runs: list[WorkflowRun], github: GitHubActionsClient
+    ) -> SyncReport:
+        """Try the newest acceptable artifacts of `runs` until one installs (bounded)."""
+        installed = self._installed_run()
+        fallback: SyncReport | None = None  # the first refusal, if nothing installs
+        attempts = 0
+        for run in runs:
+            artifacts = await self._call(
+                "github.list_artifacts", functools.partial(github.list_artifacts, run.id)
+            )
+            candidates = [
+                ArtifactCandidate(run, a) for a in artifacts if artifact_matches(a, self._policy)
+            ]
+            while attempts < MAX_DOWNLOADS_PER_CYCLE:
+                chosen, _skipped = choose_candidate(
+                    candidates,
+                    processed_ids=self._state.processed_artifact_ids(),
+                    installed=installed,
+                )
+                if chosen is None:
+                    break
+                attempts += 1
+                report = await self._process(chosen, github)
+                if report.outcome in {"installed", "up_to_date", "failed"}:
+                    return report
+                fallback = fallback or report
+        return fallback or SyncReport("up_to_date", "no new artifact to install")
+
+    async def _process(
+        self, candidate: ArtifactCandidate, github: GitHubActionsClient
+    ) -> SyncReport:
+        run, artifact = candidate.run, candidate.artifact
+        described = describe_artifact(candidate)
+        logger.info(f"🌐 [CLOUD-SYNC] Downloading new model: {artifact.name} from run {run.id}")
+        origin = Origin(
+            source="github",
+            artifact_name=artifact.name,
+            run_id=run.id,
+            run_attempt=run.run_attempt,
+            artifact_id=artifact.id,
+            head_sha=run.head_sha,
+            branch=run.head_branch,
+            digest=artifact.digest,
+        )
+        async with self._downloaded(artifact, github) as (zip_path, failure):
+            if failure is not None:
+                return self._record(candidate, failure, described)
+            assert zip_path is not None
+            outcome = await self._installer.install_zip(zip_path, origin)
+        return self._record(candidate, outcome, described)
+
+    @contextlib.asynccontextmanager
+    async def _downloaded(
+        self, artifact: Artifact, github: GitHubActionsClient
+    ) -> AsyncIterator[tuple[Path | None, InstallOutcome | None]]:
+        """The artifact's zip on disk (removed afterwards), or why it could not be had."""
+        self._downloads.mkdir(parents=True, exist_ok=True)
+        path = self._downloads / f"{artifact.id}-{uuid.uuid4().hex}.zip"
+        progress = self.progress(artifact) if self.progress is not None else None
+        max_bytes = int(self._settings.models.max_artifact_mb * MIB)
+        started = time.perf_counter()
+        try:
+            try:
+                await self._call(
+                    "github.download_artifact",
+                    lambda: github.download_artifact(
+                        artifact,
+                        path,
+                        max_bytes=max_bytes,
+                        on_progress=progress.update_to if progress else None,
+                    ),
+                    streaming=True,
+                )
+            except ArtifactExpired as error:
+                yield None, InstallOutcome("expired", str(error), "expired")
+                return
+            except ChecksumMismatch as error:
+                yield None, InstallOutcome("rejected", str(error), "digest_mismatch")
+                return
+            except ArtifactError as error:
+                yield None, InstallOutcome("rejected", str(error), "too_large")
+                return
+            except UpstreamError as error:
+                yield None, InstallOutcome("failed", str(error), "download_failed")
+                return
+            finally:
+                if progress is not None:
+                    progress.close()
+            if self._monitoring is not None:
+                self._monitoring.record_download(path.stat().st_size, time.perf_counter() - started)
+            yield path, None
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    def _record(
+        self, candidate: ArtifactCandidate, outcome: InstallOutcome, described: dict[str, Any]
+    ) -> SyncReport:
+        run, artifact = candidate.run, candidate.artifact
+        self._state.record_artifact(
+            artifact_id=artifact.id,
+            name=artifact.name,
+            outcome=outcome.outcome,  # type: ignore[arg-type]
+            reason=outcome.reason,
+            run_id=run.id,
+            run_attempt=run.run_attempt,
+            digest=artifact.digest,
+        )
+        if self._monitoring is not None:
+            shown = {"installed": "installed", "rejected": "rejected"}.get(
+                outcome.outcome, "skipped"
+            )
+            self._monitoring.record_artifact(shown, outcome.reason_code)
+        if outcome.outcome in {"rejected", "expired"}:
+            label = f"{artifact.name} ({artifact.id})"
+            logger.warning(f"⚠️ [CLOUD-SYNC] Artifact {label} {outcome.outcome}: {outcome.reason}")
+        report_outcome: SyncOutcome = {
+            "installed": "installed",
+            "up_to_date": "up_to_date",
+            "failed": "failed",
+            "expired": "skipped",
+        }.get(outcome.outcome, "rejected")  # type: ignore[assignment]
+        return SyncReport(report_outcome, outcome.reason, described, outcome.versions)
+
+    async def _call(
+        self, operation: str, func: Callable[[], Awaitable[T]], *, streaming: bool = False
+    ) -> T:
+        if self._resilience is not None:
+            if streaming:  # a large download must not be cut by the per-request timeout
+                return await self._resilience.call(operation, func, timeout=None)
+            return await self._resilience.call(operation, func)
+        return await func()
+
+    # -- the background loop ---------------------------------------------------------------
+
+    async def run_forever(self, sleep: Callable[[float], Awaitable[bool]]) -> None:
+        """A sync at start-up (if configured), then one every ``interval_minutes``.
+
+        `sleep(seconds)` returns True when the host is stopping.
+        """
+        if not self.enabled:
+            return
+        interval = self._settings.cloud_sync.interval_minutes * 60
+        if not self._settings.cloud_sync.sync_on_startup and await sleep(interval):
+            return
+        while True:
+            try:
+                await self.synchronize_models()
+            except Exception as error:  # the loop must outlive any one cycle's bug
+                logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Sync cycle crashed: {error}")
+            if await sleep(interval):
+                return
