@@ -35,16 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoke", action="store_true", help="load the model, decide once, check settings, exit"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="run the bot host until SIGINT/SIGTERM (the default)")
-    install = commands.add_parser("install", help="validate and hot-swap a model file")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subcommands.add_parser("run", help="run the bot host until SIGINT/SIGTERM (the default)")
+    install = subcommands.add_parser("install", help="validate and hot-swap a model file")
     install.add_argument("path", type=Path)
     install.add_argument("--slot", help="slot to install into (default: the decision slot)")
-    status = commands.add_parser("status", help="active models, backups, last sync")
+    status = subcommands.add_parser("status", help="active models, backups, last sync")
     status.add_argument("--json", action="store_true", help="print one JSON object")
-    rollback = commands.add_parser("rollback", help="restore a backup as the active model")
+    rollback = subcommands.add_parser("rollback", help="restore a backup as the active model")
     rollback.add_argument("slot", nargs="?", help="slot (default: the decision slot)")
     rollback.add_argument("--to", dest="backup", help="backup file name (default: the previous)")
+    sync = subcommands.add_parser("sync", help="one synchronization cycle now, then exit")
+    sync.add_argument("--force", action="store_true", help="ignore the minimum interval")
+    sync.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -89,6 +92,7 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         "install": commands.install,
         "status": commands.status,
         "rollback": commands.rollback,
+        "sync": commands.sync,
     }
     result: int = await handlers[command](container, args)
     return result

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from typing import Any
 
-from loguru import logger
-
 from app.brain.brain import TradingBrain
 from app.brain.models import Candidate, SwapResult
-from app.containers import Application
+from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
+from app.services.inbox import LocalInbox
+from app.services.installer import ArtifactInstaller, Origin
+from app.services.progress import download_progress
+from app.services.state import StateStore
+from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -27,11 +31,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+async def _started_brain(container: Application, *, recover: bool = True) -> TradingBrain:
+    brain: TradingBrain = container.brain()
+    await brain.start(recover=recover)
+    return brain
+
+
 async def smoke(container: Application, _args: argparse.Namespace) -> int:
     """Load the brain, make one decision, exit; no network."""
-    brain: TradingBrain = container.brain()
     try:
-        await brain.start()
+        brain = await _started_brain(container)
         decision = brain.decide([0.0] * len(brain.settings.features))
     except AppError as error:
         print(f"smoke test failed: {_one_line(str(error))}", file=sys.stderr)
@@ -44,20 +53,31 @@ async def smoke(container: Application, _args: argparse.Namespace) -> int:
 
 
 async def run(container: Application, _args: argparse.Namespace) -> int:
-    """The long-running host."""
+    """The long-running host: decisions, model watch, cloud sync, inbox, ops server."""
     settings: Settings = container.config()
-    brain: TradingBrain = container.brain()
-    await brain.start()
-    host = BotHost(
-        brain,
-        tick_seconds=settings.brain.tick_seconds,
-        watch_seconds=settings.models.watch_seconds,
-    )
     try:
+        await _start_resources(container)
+        brain = await _started_brain(container)
+        host = BotHost(
+            brain,
+            tick_seconds=settings.brain.tick_seconds,
+            watch_seconds=settings.models.watch_seconds,
+        )
+        sync: CloudModelSynchronizationService = await resolve(container.core.sync)
+        host.add_job("cloud-sync", lambda: sync.run_forever(host.sleep))
+        if settings.cloud_sync.inbox_enabled:
+            inbox: LocalInbox = await resolve(container.core.inbox)
+            host.add_job("inbox", lambda: inbox.run_forever(host.sleep))
         await host.run()
     finally:
         await _shutdown(container)
     return EXIT_OK
+
+
+async def _start_resources(container: Application) -> None:
+    result = container.init_resources()
+    if result is not None:
+        await result
 
 
 async def _shutdown(container: Application) -> None:
@@ -80,53 +100,104 @@ def _report(result: SwapResult, verb: str) -> int:
     return EXIT_OK
 
 
+async def _record(container: Application, result: SwapResult, origin: Origin) -> None:
+    if result.ok and result.installed:
+        installer: ArtifactInstaller = container.core.installer()
+        await asyncio.to_thread(installer.record, result, origin)
+
+
 async def install(container: Application, args: argparse.Namespace) -> int:
     """Validate a model file and hot-swap it in; a running host picks it up from disk."""
-    brain: TradingBrain = container.brain()
-    await brain.start()
+    brain = await _started_brain(container)
     slot = args.slot or brain.settings.decision_slot
     if slot not in brain.settings.slots:
         print(f"refused: unknown slot {slot!r}", file=sys.stderr)
         return EXIT_FAILED
     result = await brain.swap_in([Candidate(slot, args.path)], source="cli")
+    await _record(container, result, Origin("cli", artifact_name=args.path.name))
     return _report(result, "installed")
 
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:
     """Restore a backup through the validated install path."""
-    brain: TradingBrain = container.brain()
-    await brain.start()
+    brain = await _started_brain(container)
     result = await brain.rollback(args.slot, args.backup)
+    name = ", ".join(path.name for path in result.backups.values()) or "backup"
+    await _record(container, result, Origin("rollback", artifact_name=args.backup or name))
     return _report(result, "rolled back")
 
 
-def status_report(brain: TradingBrain) -> dict[str, Any]:
-    """Active models and their backups, as plain data."""
-    snapshot = brain.snapshot
+async def sync(container: Application, args: argparse.Namespace) -> int:
+    """One synchronization cycle now. Exit 0 when it completed, 1 when it failed."""
+    try:
+        await _start_resources(container)
+        brain = await _started_brain(container)
+        service: CloudModelSynchronizationService = await resolve(container.core.sync)
+        if sys.stderr.isatty() and not args.json:
+            service.progress = lambda artifact: download_progress(artifact, sys.stderr)
+        report = await service.synchronize_models(force=args.force)
+    finally:
+        await _shutdown(container)
+    data = report.to_json()
+    data["active"] = {slot: m.version for slot, m in brain.snapshot.models.items()}
+    if args.json:
+        print_json(data)
+    else:
+        print(f"{report.outcome}: {_one_line(report.reason)}")
+        if report.artifact:
+            artifact = report.artifact
+            print(
+                f"  artifact {artifact['name']} (id {artifact['id']}) from run {artifact['run_id']}"
+            )
+        print("  active: " + ", ".join(f"{s}={v}" for s, v in data["active"].items()))
+    return EXIT_FAILED if report.outcome == "failed" else EXIT_OK
+
+
+def status_report(brain: TradingBrain, state: StateStore) -> dict[str, Any]:
+    """Active models with provenance, their backups, and the last sync, as plain data."""
+    current = state.load()
+    last = current.last_sync
+    models = {}
+    for slot, model in brain.snapshot.models.items():
+        provenance = current.installed.get(slot)
+        matches = provenance is not None and provenance.sha256 == model.sha256
+        models[slot] = {
+            "path": str(model.path),
+            "sha256": model.sha256,
+            "version": model.version,
+            "size_bytes": model.size_bytes,
+            "provenance": provenance.model_dump(mode="json") if matches and provenance else None,
+            "backups": [path.name for path in brain.backups(slot)],
+        }
     return {
-        "models": {
-            slot: {
-                "path": str(model.path),
-                "sha256": model.sha256,
-                "version": model.version,
-                "size_bytes": model.size_bytes,
-                "backups": [path.name for path in brain.backups(slot)],
-            }
-            for slot, model in snapshot.models.items()
-        },
+        "models": models,
+        "last_sync": None if last is None else last.model_dump(mode="json"),
     }
 
 
 async def status(container: Application, args: argparse.Namespace) -> int:
-    brain: TradingBrain = container.brain()
-    await brain.start(recover=False)
-    report = status_report(brain)
+    brain = await _started_brain(container, recover=False)
+    state: StateStore = container.core.state()
+    report = status_report(brain, state)
     if args.json:
         print_json(report)
         return EXIT_OK
     for slot, info in report["models"].items():
         print(f"{slot}: version {info['version']}  sha256 {info['sha256'][:12]}  {info['path']}")
+        provenance = info["provenance"]
+        if provenance:
+            print(
+                f"  from {provenance['source']}: run {provenance['run_id']} attempt "
+                f"{provenance['run_attempt']}, artifact {provenance['artifact_name']} "
+                f"({provenance['artifact_id']}), commit {provenance['head_sha']} "
+                f"on {provenance['branch']}, installed {provenance['installed_at']}"
+            )
         backups = info["backups"]
         print(f"  backups ({len(backups)}): {', '.join(backups) or 'none'}")
-    logger.debug("status printed")
+    last = report["last_sync"]
+    print(
+        f"last sync: {last['at']} {last['outcome']}: {last['reason']}"
+        if last
+        else "last sync: never"
+    )
     return EXIT_OK

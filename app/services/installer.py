@@ -128,7 +128,7 @@ class ArtifactInstaller:
             return InstallOutcome("up_to_date", "already serving this model", "ok")
         logger.info("✅ [CLOUD-SYNC] Model hot-swap completed successfully")
         await asyncio.to_thread(self._place_other_files, manifest, assignment)
-        versions = await asyncio.to_thread(self._record, result, origin)
+        versions = await asyncio.to_thread(self.record, result, origin)
         return InstallOutcome("installed", "installed", "ok", versions)
 
     def _other_files(
@@ -167,7 +167,8 @@ class ArtifactInstaller:
             )
         return InstallOutcome("installed", "installed (no brain to hot-swap)", "ok", versions)
 
-    def _record(self, result: SwapResult, origin: Origin) -> dict[str, str]:
+    def record(self, result: SwapResult, origin: Origin) -> dict[str, str]:
+        """Write the provenance of every model `result` installed; their versions by slot."""
         versions = {}
         for slot, model in result.installed.items():
             versions[slot] = model.version
