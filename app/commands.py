@@ -13,12 +13,15 @@ from app.brain.models import Candidate, SwapResult
 from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
+from app.ops import OpsServer
+from app.services.alerts import EmailAlerts
 from app.services.inbox import LocalInbox
 from app.services.installer import ArtifactInstaller, Origin
 from app.services.progress import download_progress
 from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
+from app.status import status_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -68,7 +71,17 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
         if settings.cloud_sync.inbox_enabled:
             inbox: LocalInbox = await resolve(container.core.inbox)
             host.add_job("inbox", lambda: inbox.run_forever(host.sleep))
-        await host.run()
+        ops: OpsServer | None = None
+        if settings.ops.enabled:
+            ops = await resolve(container.ops)
+            await ops.start()
+        try:
+            await host.run()
+        finally:
+            if ops is not None:
+                await ops.stop()
+            alerts: EmailAlerts = container.alerts()
+            await alerts.aclose()
     finally:
         await _shutdown(container)
     return EXIT_OK
@@ -151,28 +164,6 @@ async def sync(container: Application, args: argparse.Namespace) -> int:
             )
         print("  active: " + ", ".join(f"{s}={v}" for s, v in data["active"].items()))
     return EXIT_FAILED if report.outcome == "failed" else EXIT_OK
-
-
-def status_report(brain: TradingBrain, state: StateStore) -> dict[str, Any]:
-    """Active models with provenance, their backups, and the last sync, as plain data."""
-    current = state.load()
-    last = current.last_sync
-    models = {}
-    for slot, model in brain.snapshot.models.items():
-        provenance = current.installed.get(slot)
-        matches = provenance is not None and provenance.sha256 == model.sha256
-        models[slot] = {
-            "path": str(model.path),
-            "sha256": model.sha256,
-            "version": model.version,
-            "size_bytes": model.size_bytes,
-            "provenance": provenance.model_dump(mode="json") if matches and provenance else None,
-            "backups": [path.name for path in brain.backups(slot)],
-        }
-    return {
-        "models": models,
-        "last_sync": None if last is None else last.model_dump(mode="json"),
-    }
 
 
 async def status(container: Application, args: argparse.Namespace) -> int:

@@ -21,14 +21,18 @@ from dependency_injector import containers, providers
 
 from app.brain.brain import TradingBrain
 from app.brain.store import ModelStore
+from app.ops import OpsServer
 from app.services.alerts import EmailAlerts
 from app.services.github import GitHubActionsClient
 from app.services.inbox import LocalInbox
 from app.services.installer import ArtifactInstaller
+from app.services.memory import MLMemoryManager
 from app.services.monitoring import ProductionMonitoringService
+from app.services.observers import observe_brain
 from app.services.resilience import ProductionResilienceService
 from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
+from app.services.webhook import WebhookDispatcher
 from app.settings import Settings
 
 
@@ -54,8 +58,26 @@ def model_store(settings: Settings) -> ModelStore:
     return ModelStore(settings.models_dir, lock_wait_seconds=settings.models.lock_wait_seconds)
 
 
-def trading_brain(settings: Settings, store: ModelStore) -> TradingBrain:
-    return TradingBrain(settings.brain, store, backup_retention=settings.models.backup_retention)
+def trading_brain(
+    settings: Settings, store: ModelStore, memory: MLMemoryManager | None = None
+) -> TradingBrain:
+    return TradingBrain(
+        settings.brain,
+        store,
+        backup_retention=settings.models.backup_retention,
+        memory_guard=memory,
+    )
+
+
+def observed_brain(
+    settings: Settings,
+    store: ModelStore,
+    memory: MLMemoryManager | None,
+    monitoring: ProductionMonitoringService | None,
+    alerts: EmailAlerts | None,
+) -> TradingBrain:
+    """The standalone host's brain: memory-guarded, with metrics and alerts attached."""
+    return observe_brain(trading_brain(settings, store, memory), monitoring, alerts)
 
 
 def sync_state(settings: Settings) -> StateStore:
@@ -132,6 +154,7 @@ class Core(containers.DeclarativeContainer):
         monitoring=monitoring,
     )
     inbox = providers.Singleton(local_inbox, config, installer, sync)
+    webhooks = providers.Singleton(WebhookDispatcher, config, sync)
 
 
 class Application(containers.DeclarativeContainer):
@@ -140,10 +163,11 @@ class Application(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=Settings)
     http = providers.Resource(http_session, config.provided.resilience.http_timeout_seconds)
     store = providers.Singleton(model_store, config)
-    brain = providers.Singleton(trading_brain, config, store)
     monitoring = providers.Singleton(ProductionMonitoringService)
     resilience = providers.Singleton(resilience_service, config, monitoring)
     alerts = providers.Singleton(EmailAlerts, config.provided.alerts)
+    memory = providers.Singleton(MLMemoryManager, config.provided.memory)
+    brain = providers.Singleton(observed_brain, config, store, memory, monitoring, alerts)
     core = providers.Container(
         Core,
         config=config,
@@ -151,4 +175,14 @@ class Application(containers.DeclarativeContainer):
         brain=brain,
         resilience=resilience,
         monitoring=monitoring,
+    )
+    ops = providers.Singleton(
+        OpsServer,
+        config,
+        brain,
+        core.state,
+        core.installer,
+        core.webhooks,
+        monitoring=monitoring,
+        resilience=resilience,
     )

@@ -215,6 +215,7 @@ class TradingBrain:
     async def swap_in(self, candidates: Sequence[Candidate], *, source: str = "cli") -> SwapResult:
         """Validate, back up, install and swap a set of models, all or nothing."""
         slots = tuple(candidate.slot for candidate in candidates)
+        offered = {candidate.slot: candidate.path for candidate in candidates}
         for candidate in candidates:
             logger.info(f"🔄 [MODEL-RELOAD] Starting model reload: {candidate.path}")
         async with self._reload_lock:
@@ -229,7 +230,7 @@ class TradingBrain:
                     seconds=time.perf_counter() - started,
                 )
                 logger.error(f"❌ [MODEL-RELOAD] Model reload refused: {error}")
-                self._tell(SwapEvent("refused", result, source, slots))
+                self._tell(SwapEvent("refused", result, source, slots, offered))
                 return result
             except Exception as error:
                 reason = f"unexpected {type(error).__name__}: {error}"
@@ -239,7 +240,7 @@ class TradingBrain:
                 logger.opt(exception=error).error(
                     f"❌ [MODEL-RELOAD] Model reload failed: {reason}"
                 )
-                self._tell(SwapEvent("refused", result, source, slots))
+                self._tell(SwapEvent("refused", result, source, slots, offered))
                 return result
         reason = "installed" if installed else "already serving"
         result = SwapResult(
@@ -255,7 +256,7 @@ class TradingBrain:
             )
         if installed:
             kind = "rolled_back" if source == "rollback" else "installed"
-            self._tell(SwapEvent(kind, result, source, slots))
+            self._tell(SwapEvent(kind, result, source, slots, offered))
         return result
 
     def _swap_blocking(

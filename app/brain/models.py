@@ -76,3 +76,4 @@ class SwapEvent:
     result: SwapResult
     source: str
     slots: tuple[str, ...]
+    offered: Mapping[str, Path] = field(default_factory=dict)  # the candidate file per slot

@@ -1,0 +1,46 @@
+"""What the brain's events mean to monitoring and to the operator's inbox (alerts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from app.brain.brain import SwapListener, TradingBrain
+from app.brain.models import SwapEvent
+from app.services.alerts import EmailAlerts
+from app.services.monitoring import ProductionMonitoringService
+
+
+def swap_listener(
+    monitoring: ProductionMonitoringService | None, alerts: EmailAlerts | None
+) -> SwapListener:
+    """Reload metrics and alerts for every reload attempt; never blocks, never raises."""
+
+    def on_swap(event: SwapEvent) -> None:
+        result = event.result
+        if monitoring is not None and event.kind != "refreshed":
+            monitoring.record_reload("installed" if result.ok else "refused", result.seconds)
+        if alerts is None:
+            return
+        if event.kind == "installed":
+            versions = {slot: model.version for slot, model in result.installed.items()}
+            alerts.notify_installed(versions, datetime.now(UTC), details=f"source: {event.source}")
+        elif event.kind == "refused":
+            alerts.notify_refused(result.reason, event.source)
+        elif event.kind == "rolled_back":
+            for slot, model in result.installed.items():
+                restored = event.offered.get(slot)
+                alerts.notify_rollback(slot, restored.name if restored else "", model.version)
+
+    return on_swap
+
+
+def observe_brain(
+    brain: TradingBrain,
+    monitoring: ProductionMonitoringService | None,
+    alerts: EmailAlerts | None,
+) -> TradingBrain:
+    """Attach metrics and alerts to `brain`; returns it (a provider can wrap the brain)."""
+    brain.add_listener(swap_listener(monitoring, alerts))
+    if monitoring is not None:
+        brain.observe_decisions(monitoring.record_decision)
+    return brain

@@ -1,0 +1,33 @@
+"""The operator's view of the models: what serves, where it came from, its backups, last sync.
+
+Shared by ``python -m app status`` and the ops server's ``/status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.brain.brain import TradingBrain
+from app.services.state import StateStore
+
+
+def status_report(brain: TradingBrain, state: StateStore) -> dict[str, Any]:
+    """Active models with provenance, their backups, and the last sync, as plain data."""
+    current = state.load()
+    last = current.last_sync
+    models = {}
+    for slot, model in brain.snapshot.models.items():
+        provenance = current.installed.get(slot)
+        matches = provenance is not None and provenance.sha256 == model.sha256
+        models[slot] = {
+            "path": str(model.path),
+            "sha256": model.sha256,
+            "version": model.version,
+            "size_bytes": model.size_bytes,
+            "provenance": provenance.model_dump(mode="json") if matches and provenance else None,
+            "backups": [path.name for path in brain.backups(slot)],
+        }
+    return {
+        "models": models,
+        "last_sync": None if last is None else last.model_dump(mode="json"),
+    }
