@@ -41,9 +41,9 @@ async def _started_brain(container: Application, *, recover: bool = True) -> Tra
 
 
 async def smoke(container: Application, _args: argparse.Namespace) -> int:
-    """Load the brain, make one decision, exit; no network."""
+    """Load the brain, make one decision, exit; no network, and no write to the models."""
     try:
-        brain = await _started_brain(container)
+        brain = await _started_brain(container, recover=False)
         decision = brain.decide([0.0] * len(brain.settings.features))
     except AppError as error:
         print(f"smoke test failed: {_one_line(str(error))}", file=sys.stderr)

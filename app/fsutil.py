@@ -8,6 +8,7 @@ folder so the rename itself survives a power loss.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -64,3 +65,12 @@ def write_bytes_atomically(path: Path, data: bytes | str) -> None:
             temporary.unlink()
         raise
     fsync_directory(path.parent)
+
+
+def sha256_of_file(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (hashlib releases the GIL on large updates)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,21 +2,19 @@
 
 Human-readable lines by default; one JSON object per line with ``json_lines``. Tracebacks never
 show local variables (``diagnose=False``), and every configured secret is replaced by ``***``
-in every message as a last line of defence: no code path logs a secret on purpose.
+in everything written as a last line of defence: no code path logs a secret on purpose.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import stamina.instrumentation
 from loguru import logger
-
-if TYPE_CHECKING:
-    from loguru import Record
 
 HUMAN_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}"
 
@@ -32,17 +30,29 @@ class _ToLoguru(logging.Handler):
         logger.opt(exception=record.exc_info).log(level, f"[{record.name}] {record.getMessage()}")
 
 
-def _redactor(secrets: Iterable[str]) -> object:
-    hidden = sorted({s for s in secrets if s}, key=len, reverse=True)
+class _RedactingStream:
+    """Writes formatted log text with every secret replaced by ``***``.
 
-    def patch(record: Record) -> None:
-        message = record["message"]
-        for secret in hidden:
-            if secret in message:
-                message = message.replace(secret, "***")
-        record["message"] = message
+    Redacting the final text (not just the message) also covers exception text, bound extras
+    and the JSON form, where a secret may appear escaped.
+    """
 
-    return patch
+    def __init__(self, stream: TextIO, secrets: Iterable[str]) -> None:
+        self._stream = stream
+        forms = set()
+        for secret in secrets:
+            if secret:
+                forms |= {secret, json.dumps(secret)[1:-1]}
+        self._hidden = sorted(forms, key=len, reverse=True)
+
+    def write(self, text: str) -> None:
+        for secret in self._hidden:
+            if secret in text:
+                text = text.replace(secret, "***")
+        self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def configure_logging(
@@ -54,9 +64,8 @@ def configure_logging(
 ) -> None:
     """Replace all sinks with one on `stream` (stderr by default) and enable this package."""
     logger.remove()
-    logger.configure(patcher=_redactor(secrets))  # type: ignore[arg-type]
     logger.add(
-        stream or sys.stderr,
+        _RedactingStream(stream or sys.stderr, secrets),
         level=level,
         serialize=json_lines,
         format=HUMAN_FORMAT,

@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +28,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -301,8 +303,10 @@ def _describe(error: ValidationError) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "settings"
         env = "__".join(str(part) for part in item["loc"]).upper()
         given = item.get("input")
-        secret = any(word in key for word in ("token", "password", "secret"))
-        shown = "" if secret or isinstance(given, dict | SecretStr) else f" (got {given!r})"
+        secret = any(word in key.lower() for word in ("token", "password", "secret"))
+        # An unknown key or a whole section may be a misspelt secret: never echo those.
+        hidden = secret or item["type"] == "extra_forbidden" or len(item["loc"]) <= 1
+        shown = "" if hidden or isinstance(given, dict | SecretStr) else f" (got {given!r})"
         hint = f" [environment: {env}]" if env else ""
         problems.append(f"{key}: {item['msg']}{shown}{hint}")
     return "invalid settings: " + "; ".join(problems)
@@ -310,10 +314,23 @@ def _describe(error: ValidationError) -> str:
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; a bad value raises ConfigurationError naming its key."""
-    token = _yaml_file.set(settings_file(path))
+    chosen = settings_file(path)
+    token = _yaml_file.set(chosen)
     try:
         return Settings(**overrides)
     except ValidationError as error:
         raise ConfigurationError(_describe(error)) from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigurationError(f"settings file {chosen} is not valid YAML{at}") from None
+    except SettingsError as error:
+        # pydantic-settings names the field and the source, never the value.
+        raise ConfigurationError(f"invalid settings: {error}") from None
+    except ValueError:
+        # The message may quote a value (possibly a token): say only where the problem is.
+        raise ConfigurationError(
+            f"settings file {chosen} must be a mapping of sections (cloud_sync, github, ...)"
+        ) from None
     finally:
         _yaml_file.reset(token)

@@ -29,10 +29,11 @@ from app.brain.models import (
     SwapEvent,
     SwapResult,
 )
-from app.brain.runtime import FileIdentity, sha256_of
+from app.brain.runtime import FileIdentity
 from app.brain.store import ModelStore, PlannedInstall
 from app.brain.validation import SlotContract, check_file, validate_model
 from app.errors import AppError, ModelError, ModelsDirectoryLocked
+from app.fsutil import sha256_of_file
 from app.settings import BrainSettings
 
 # Hashing a candidate runs beside its session construction: both release the GIL.
@@ -154,7 +155,7 @@ class TradingBrain:
                 slot, path.stat().st_size, {s: m.size_bytes for s, m in loaded.items()}
             )
         final = installed_at or path
-        digest = _HASHING.submit(sha256_of, path)
+        digest = _HASHING.submit(sha256_of_file, path)
         try:
             validated = validate_model(
                 path,
@@ -365,7 +366,7 @@ class TradingBrain:
             raise ModelError(f"no backup {name!r} for slot {slot!r}")
         serving = self.snapshot.models[slot].sha256
         for backup in backups:
-            if sha256_of(backup) != serving:
+            if sha256_of_file(backup) != serving:
                 return backup
         raise ModelError(f"slot {slot!r} has no backup that differs from the serving model")
 

@@ -6,7 +6,6 @@ in a worker thread so the event loop keeps serving decisions.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ import onnxruntime as ort
 from app.brain.signature import ModelSignature, TensorSpec
 from app.errors import ModelError
 
-_CHUNK = 1 << 20
 _PROBE_BATCH = 2  # a batch of two also proves the batch dimension is really dynamic
 
 _NUMPY_TYPES: dict[str, type[np.generic]] = {
@@ -46,15 +44,6 @@ class FileIdentity:
     def of(cls, path: Path) -> FileIdentity:
         stat = path.stat()
         return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (hashlib releases the GIL on large updates)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -26,8 +26,7 @@ from loguru import logger
 
 from app.brain.backups import backups_of, backups_to_prune, next_backup_name
 from app.brain.lock import DirectoryLock
-from app.brain.runtime import sha256_of
-from app.fsutil import fsync_directory, write_bytes_atomically
+from app.fsutil import fsync_directory, sha256_of_file, write_bytes_atomically
 
 _COPY_CHUNK = 1 << 20
 
@@ -185,7 +184,7 @@ class ModelStore:
         for item in plan:
             if not item.final.exists():
                 continue
-            if sha256_of(item.final) != item.new_sha256:
+            if sha256_of_file(item.final) != item.new_sha256:
                 continue  # not replaced yet: still the old content
             if item.backup is not None and item.backup.exists():
                 restored = self.stage(item.backup)

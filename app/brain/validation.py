@@ -50,6 +50,7 @@ def validate_model(
         problems += incompatibilities(contract.serving, signature)
     if contract.decision_features is not None:
         problems += decision_contract_problems(signature, n_features=contract.decision_features)
+    problems = list(dict.fromkeys(problems))  # both checks may see the same fault
     if problems:
         raise ModelError(f"incompatible with slot {contract.slot!r}: " + "; ".join(problems))
     warm_up(session, signature)

@@ -7,6 +7,7 @@ checked the same way wherever it came from.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import uuid
 from collections.abc import Callable
@@ -185,13 +186,6 @@ class ArtifactInstaller:
             path=str(path),
             sha256=sha256,
             version=version,
-            source=origin.source,
-            run_id=origin.run_id,
-            run_attempt=origin.run_attempt,
-            artifact_id=origin.artifact_id,
-            artifact_name=origin.artifact_name,
-            head_sha=origin.head_sha,
-            branch=origin.branch,
-            digest=origin.digest,
             installed_at=self._clock(),
+            **dataclasses.asdict(origin),
         )

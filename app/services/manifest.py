@@ -15,7 +15,6 @@ mismatch rejects the whole artifact. A file named ``metadata.json`` in any lette
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import defaultdict
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from app.errors import ArtifactError, ChecksumMismatch
+from app.fsutil import sha256_of_file
 from app.services.extraction import MODEL_SUFFIX
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from app.services.extraction import ExtractedArtifact
 
 METADATA_NAME = "metadata.json"
-_HASH_CHUNK_BYTES = 1 << 20
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -180,15 +179,6 @@ def declarations(
     return tuple(found)
 
 
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_metadata(extracted: ExtractedArtifact) -> dict[PurePosixPath, FolderMetadata]:
     return {
         path.parent: parse_metadata(path, extracted.root.joinpath(*path.parts).read_bytes())
@@ -217,7 +207,7 @@ def build_manifest(extracted: ExtractedArtifact, *, require_checksums: bool) -> 
             + ", ".join(unchecked)
         )
     actual = {
-        path: file_sha256(extracted.root.joinpath(*path.parts)) for path in {*models, *declared}
+        path: sha256_of_file(extracted.root.joinpath(*path.parts)) for path in {*models, *declared}
     }
     for path, found in declared.items():
         for declaration in found:

@@ -1,0 +1,213 @@
+"""Logging: the seed's markers, JSON lines, stdlib routed into loguru, and no secret ever printed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stamina.instrumentation
+from loguru import logger
+
+from app.logs import configure_logging
+from tests.test_cli import LOG_LINE, Bot, RunningHost, app_environment, write_settings
+
+SECRETS = {
+    "GITHUB_TOKEN": "ghp_SECRETVALUE123",
+    "OPS__WEBHOOK_SECRET": "whsec_SECRETVALUE456",
+    "OPS__ADMIN_TOKEN": "admin_SECRETVALUE789",
+    "ALERTS__PASSWORD": "smtp_SECRETVALUE000",
+}
+MARKERS = (
+    "🔄 [MODEL-RELOAD] Starting model reload:",
+    "💾 [MODEL-RELOAD] Backup created:",
+    "✅ [MODEL-RELOAD] Model reloaded successfully",
+)
+
+
+@pytest.fixture
+def bot(tmp_path: Path, models_dir: Path) -> Bot:
+    """A bot whose environment carries every kind of secret the settings know."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    return Bot(
+        settings=write_settings(tmp_path),
+        models=models_dir,
+        cwd=cwd,
+        env=app_environment(**SECRETS),
+    )
+
+
+def assert_no_secret(*outputs: str) -> None:
+    for output in outputs:
+        for secret in SECRETS.values():
+            assert secret not in output
+
+
+def assert_markers_in_order(messages: list[str]) -> None:
+    positions = [
+        next(i for i, message in enumerate(messages) if marker in message) for marker in MARKERS
+    ]
+    assert positions == sorted(positions)
+
+
+# -- the command line's output -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--smoke",), ("--log-json", "--smoke"), ("status",), ("status", "--json")],
+    ids=" ".join,
+)
+def test_no_secret_in_the_output_of_a_command(bot: Bot, args: tuple[str, ...]) -> None:
+    done = bot.run(*args)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def test_no_secret_in_a_configuration_error(bot: Bot) -> None:
+    write_settings(bot.settings.parent, github={"ownr": "typo"})
+
+    done = bot.run("status")
+
+    assert done.returncode == 2
+    assert "github.ownr" in done.stderr
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def test_the_default_command_runs_the_host_and_logs_no_secret(bot: Bot) -> None:
+    host = RunningHost(bot.command(), cwd=bot.cwd, env=bot.env)  # no command means `run`
+    try:
+        host.wait_for(lambda line: "📈 [BRAIN]" in line)
+        assert host.stop() == 0
+    finally:
+        host.close()
+
+    assert any("Stopped" in line for line in host.lines)
+    assert_no_secret(*host.lines)
+
+
+def test_an_install_logs_the_seeds_markers(bot: Bot, model_file: Any) -> None:
+    done = bot.run("install", model_file("good.onnx", seed=3))
+
+    assert done.returncode == 0, done.stderr
+    log_lines = [line for line in done.stderr.splitlines() if LOG_LINE.match(line)]
+    assert_markers_in_order(log_lines)
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of `text` as a JSON object (fails on the first line that is not one)."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_log_json_writes_one_json_object_per_line(bot: Bot, model_file: Any) -> None:
+    done = bot.run("--log-json", "install", model_file("good.onnx", seed=3))
+
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done.stderr)
+    messages = [line["record"]["message"] for line in lines]
+    assert_markers_in_order(messages)
+    assert all(line["record"]["message"] in line["text"] for line in lines)
+    assert_no_secret(done.stdout, done.stderr)
+
+
+def test_json_lines_can_be_chosen_in_the_settings(bot: Bot) -> None:
+    done = bot.run("status", env={**bot.env, "LOGGING__JSON_LINES": "true"})
+
+    assert done.returncode == 0, done.stderr
+    [line] = json_lines(done.stderr)
+    assert "Serving unified_brain" in line["record"]["message"]
+
+
+# -- configure_logging in this process ---------------------------------------------------------
+
+
+def _pytests_own(handler: logging.Handler) -> bool:
+    """pytest adds and removes its capture handlers around each test phase by itself."""
+    return type(handler).__module__.startswith("_pytest")
+
+
+@pytest.fixture
+def configured() -> Iterator[Callable[..., io.StringIO]]:
+    """configure_logging onto a StringIO; loguru, stdlib logging and stamina restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    added: list[logging.Handler] = []
+
+    def configure(**options: Any) -> io.StringIO:
+        stream = io.StringIO()
+        configure_logging(stream=stream, **options)
+        added.extend(root.handlers)
+        return stream
+
+    yield configure
+    logger.remove()
+    logger.configure(patcher=None)
+    logger.disable("app")
+    for handler in added:
+        root.removeHandler(handler)
+    for handler in handlers:
+        if not _pytests_own(handler) and handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    stamina.instrumentation.set_on_retry_hooks(None)
+
+
+def test_stdlib_logging_is_routed_into_loguru(configured: Callable[..., io.StringIO]) -> None:
+    stream = configured()
+
+    logging.getLogger("aiohttp.access").warning("127.0.0.1 GET /healthz 200")
+    logging.getLogger("asyncio").info("loop started")
+    logging.getLogger("aiohttp.client").debug("below the level")
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("| WARNING | [aiohttp.access] 127.0.0.1 GET /healthz 200")
+    assert lines[1].endswith("| INFO    | [asyncio] loop started")
+
+
+def test_the_level_setting_filters(configured: Callable[..., io.StringIO]) -> None:
+    stream = configured(level="WARNING")
+
+    logger.info("ℹ️ too chatty")
+    logger.warning("⚠️ worth saying")
+
+    assert stream.getvalue().count("\n") == 1
+    assert "worth saying" in stream.getvalue()
+
+
+@pytest.mark.parametrize("json_lines_enabled", [False, True], ids=["text", "json"])
+def test_a_configured_secret_is_redacted_from_every_message(
+    configured: Callable[..., io.StringIO], json_lines_enabled: bool
+) -> None:
+    secret = SECRETS["GITHUB_TOKEN"]
+    stream = configured(secrets=[secret, ""], json_lines=json_lines_enabled)
+
+    logger.info(f"calling GitHub with {secret}")
+    logging.getLogger("aiohttp.client").warning(f"GET /?token={secret}")
+
+    output = stream.getvalue()
+    assert secret not in output
+    assert output.count("***") == (4 if json_lines_enabled else 2)  # JSON: text and message
+
+
+def test_a_secret_in_a_logged_exception_is_redacted(
+    configured: Callable[..., io.StringIO],
+) -> None:
+    secret = SECRETS["GITHUB_TOKEN"]
+    stream = configured(secrets=[secret])
+
+    try:
+        raise RuntimeError(f"GitHub refused {secret}")
+    except RuntimeError as error:
+        logger.opt(exception=error).error("❌ sync failed")
+
+    assert "sync failed" in stream.getvalue()
+    assert secret not in stream.getvalue()
