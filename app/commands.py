@@ -80,8 +80,6 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
         finally:
             if ops is not None:
                 await ops.stop()
-            alerts: EmailAlerts = container.alerts()
-            await alerts.aclose()
     finally:
         await _shutdown(container)
     return EXIT_OK
@@ -94,6 +92,8 @@ async def _start_resources(container: Application) -> None:
 
 
 async def _shutdown(container: Application) -> None:
+    alerts: EmailAlerts = container.alerts()
+    await alerts.aclose()  # an alert being sent is given its time, bounded by its timeout
     result = container.shutdown_resources()
     if result is not None:
         await result
@@ -126,17 +126,23 @@ async def install(container: Application, args: argparse.Namespace) -> int:
     if slot not in brain.settings.slots:
         print(f"refused: unknown slot {slot!r}", file=sys.stderr)
         return EXIT_FAILED
-    result = await brain.swap_in([Candidate(slot, args.path)], source="cli")
-    await _record(container, result, Origin("cli", artifact_name=args.path.name))
+    try:
+        result = await brain.swap_in([Candidate(slot, args.path)], source="cli")
+        await _record(container, result, Origin("cli", artifact_name=args.path.name))
+    finally:
+        await _shutdown(container)  # lets the install alert go out
     return _report(result, "installed")
 
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:
     """Restore a backup through the validated install path."""
     brain = await _started_brain(container)
-    result = await brain.rollback(args.slot, args.backup)
-    name = ", ".join(path.name for path in result.backups.values()) or "backup"
-    await _record(container, result, Origin("rollback", artifact_name=args.backup or name))
+    try:
+        result = await brain.rollback(args.slot, args.backup)
+        restored = args.backup or "the previous backup"
+        await _record(container, result, Origin("rollback", artifact_name=restored))
+    finally:
+        await _shutdown(container)  # lets the rollback alert go out
     return _report(result, "rolled back")
 
 

@@ -10,6 +10,7 @@
     │   ├── RateLimited           403/429 with retry-after or x-ratelimit-remaining: 0
     │   └── ArtifactExpired       410 on download, or `expired: true`
     ├── ArtifactError             the artifact itself is bad: checksum, hostile zip, size
+    │   ├── ArtifactTooLarge      over a size, count or compression-ratio limit
     │   └── ChecksumMismatch
     └── ModelError                a model file cannot serve: unreadable, incompatible, bad output
 
@@ -57,6 +58,10 @@ class ArtifactExpired(UpstreamError):
 
 class ArtifactError(AppError):
     """The artifact's content is unacceptable; it is rejected and not downloaded again."""
+
+
+class ArtifactTooLarge(ArtifactError):
+    """Over a configured limit: bytes, members, inflated size, compression ratio, free disk."""
 
 
 class ChecksumMismatch(ArtifactError):

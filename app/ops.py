@@ -169,12 +169,14 @@ class OpsServer:
             raise web.HTTPNotFound(text="admin endpoints are off (ops.admin_token is empty)")
         if not self._authorized(request):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-        body: dict[str, Any] = {}
+        body: Any = {}
         if request.can_read_body:
             try:
                 body = json.loads(await request.read() or b"{}")
             except ValueError:
                 return web.json_response({"error": "body is not JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
         result = await self._brain.rollback(body.get("slot"), body.get("to"))
         if not result.ok:
             return web.json_response({"ok": False, "reason": result.reason}, status=409)

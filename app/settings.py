@@ -9,6 +9,7 @@ folder; one from the environment resolves against the working directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -143,6 +144,16 @@ class BrainSettings(Section):
         return self
 
 
+def _is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses only (not a name like 127.example.com)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OpsSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -154,8 +165,7 @@ class OpsSettings(Section):
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> OpsSettings:
-        loopback = self.host in {"localhost", "::1"} or self.host.startswith("127.")
-        if not loopback and not self.allow_non_loopback:
+        if not _is_loopback(self.host) and not self.allow_non_loopback:
             raise ValueError(
                 f"ops.host {self.host!r} is not a loopback address; "
                 "set ops.allow_non_loopback: true to expose the ops server"

@@ -40,14 +40,15 @@ def parse_backup_name(file_name: str) -> BackupName | None:
 
 
 def next_backup_name(slot: str, when: datetime, existing: Collection[str]) -> str:
-    """A backup name for `slot` at `when` that is not in `existing`."""
+    """A backup name for `slot` at `when` that is not in `existing` and sorts after them.
+
+    The sequence continues after the highest one taken in the same second, never filling a gap
+    that pruning left, so a newer backup never sorts (and is never pruned) as an older one.
+    """
     taken_at = when.astimezone(UTC).replace(microsecond=0)
-    sequence = 1
-    while True:
-        name = BackupName(taken_at=taken_at, sequence=sequence, slot=slot).file_name
-        if name not in existing:
-            return name
-        sequence += 1
+    same_second = [b.sequence for b in backups_of(slot, existing) if b.taken_at == taken_at]
+    sequence = max(same_second, default=0) + 1
+    return BackupName(taken_at=taken_at, sequence=sequence, slot=slot).file_name
 
 
 def backups_of(slot: str, file_names: Iterable[str]) -> list[BackupName]:

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING
 
 from loguru import logger
 
-from app.errors import ArtifactError
+from app.errors import ArtifactError, ArtifactTooLarge
 from app.fsutil import fsync_directory
 
 if TYPE_CHECKING:
@@ -104,8 +104,8 @@ class ExtractionPlan:
     ignored: tuple[str, ...]
 
 
-def _refuse(name: str, rule: str) -> ArtifactError:
-    return ArtifactError(f"artifact member {name!r} refused: {rule}")
+def _refuse(name: str, rule: str, kind: type[ArtifactError] = ArtifactError) -> ArtifactError:
+    return kind(f"artifact member {name!r} refused: {rule}")
 
 
 def member_path(name: str) -> PurePosixPath:
@@ -164,7 +164,7 @@ class _NameRegistry:
 def plan_extraction(infos: Sequence[zipfile.ZipInfo], limits: ExtractionLimits) -> ExtractionPlan:
     """Check every member's header and choose the members to read; no I/O."""
     if len(infos) > limits.max_members:
-        raise ArtifactError(
+        raise ArtifactTooLarge(
             f"artifact has {len(infos)} members, more than the limit of {limits.max_members}"
         )
     registry = _NameRegistry()
@@ -213,11 +213,13 @@ class _InflationBudget:
                 name,
                 f"compression ratio over {ratio:.0f}:1, more than the limit of "
                 f"{self._limits.max_compression_ratio:g}:1",
+                ArtifactTooLarge,
             )
         if self._total + produced > self._limits.max_total_bytes:
             raise _refuse(
                 name,
                 f"artifact inflates to more than the limit of {self._limits.max_total_bytes} bytes",
+                ArtifactTooLarge,
             )
 
     def commit(self, produced: int) -> None:

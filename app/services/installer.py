@@ -19,7 +19,7 @@ from loguru import logger
 
 from app.brain.brain import TradingBrain
 from app.brain.models import Candidate, SwapResult
-from app.errors import ArtifactError, ChecksumMismatch, ModelError
+from app.errors import ArtifactError, ArtifactTooLarge, ChecksumMismatch, ModelError
 from app.fsutil import replace_durably
 from app.services.extraction import ExtractionLimits, extract_artifact
 from app.services.manifest import ArtifactManifest, SlotAssignment, assign_slots, build_manifest
@@ -60,6 +60,8 @@ def reason_code(error: BaseException) -> str:
     """A bounded label for metrics, from the error's type (never its text)."""
     if isinstance(error, ChecksumMismatch):
         return "checksum_mismatch"
+    if isinstance(error, ArtifactTooLarge):
+        return "too_large"
     if isinstance(error, ArtifactError):
         return "unsafe_archive"
     if isinstance(error, ModelError):
@@ -126,6 +128,12 @@ class ArtifactInstaller:
                 return InstallOutcome("failed", result.reason, "other")
             return InstallOutcome("rejected", result.reason, "incompatible")
         if not result.installed:
+            # Already serving; the provenance still moves on to this (newer) artifact, so the
+            # next cycle does not take an in-between run for newer than what serves.
+            serving = {c.slot: self._brain.snapshot.models[c.slot] for c in candidates}
+            await asyncio.to_thread(
+                self.record, dataclasses.replace(result, installed=serving), origin
+            )
             return InstallOutcome("up_to_date", "already serving this model", "ok")
         logger.info("✅ [CLOUD-SYNC] Model hot-swap completed successfully")
         await asyncio.to_thread(self._place_other_files, manifest, assignment)

@@ -29,6 +29,7 @@ from app.brain.lock import DirectoryLock
 from app.errors import (
     ArtifactError,
     ArtifactExpired,
+    ArtifactTooLarge,
     ChecksumMismatch,
     ModelsDirectoryLocked,
     UpstreamError,
@@ -43,7 +44,7 @@ from app.services.selection import (
     choose_candidate,
     why_run_ineligible,
 )
-from app.services.state import StateStore
+from app.services.state import Source, StateStore
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -160,7 +161,7 @@ class CloudModelSynchronizationService:
             reason = why_run_ineligible(run, self._policy)
             if reason is not None:
                 return SyncReport("skipped", f"run {run.id} not eligible: {reason}")
-            return await self._install_newest([run], github)
+            return await self._install_newest([run], github, source="webhook")
 
         return await self._exclusive(one_run, force=True)
 
@@ -239,7 +240,14 @@ class CloudModelSynchronizationService:
         return await self._install_newest(runs, github)
 
     def _installed_run(self) -> tuple[int, int] | None:
+        """The newest run ever installed: from the provenance files, and from the state's record
+        of installed artifacts (which survives a rollback or an unreadable provenance file)."""
         runs = [self._state.installed_run(slot) for slot in self._settings.brain.slots]
+        runs += [
+            (record.run_id, record.run_attempt or 1)
+            for record in self._state.state.artifacts.values()
+            if record.outcome == "installed" and record.run_id is not None
+        ]
         known = [run for run in runs if run is not None]
         return max(known) if known else None
 
@@ -263,7 +271,7 @@ class CloudModelSynchronizationService:
         return runs
 
     async def _install_newest(
-        self, runs: list[WorkflowRun], github: GitHubActionsClient
+        self, runs: list[WorkflowRun], github: GitHubActionsClient, *, source: Source = "github"
     ) -> SyncReport:
         """Try the newest acceptable artifacts of `runs` until one installs (bounded)."""
         installed = self._installed_run()
@@ -285,20 +293,20 @@ class CloudModelSynchronizationService:
                 if chosen is None:
                     break
                 attempts += 1
-                report = await self._process(chosen, github)
+                report = await self._process(chosen, github, source)
                 if report.outcome in {"installed", "up_to_date", "failed"}:
                     return report
                 fallback = fallback or report
         return fallback or SyncReport("up_to_date", "no new artifact to install")
 
     async def _process(
-        self, candidate: ArtifactCandidate, github: GitHubActionsClient
+        self, candidate: ArtifactCandidate, github: GitHubActionsClient, source: Source
     ) -> SyncReport:
         run, artifact = candidate.run, candidate.artifact
         described = describe_artifact(candidate)
         logger.info(f"🌐 [CLOUD-SYNC] Downloading new model: {artifact.name} from run {run.id}")
         origin = Origin(
-            source="github",
+            source=source,
             artifact_name=artifact.name,
             run_id=run.id,
             run_attempt=run.run_attempt,
@@ -342,8 +350,11 @@ class CloudModelSynchronizationService:
             except ChecksumMismatch as error:
                 yield None, InstallOutcome("rejected", str(error), "digest_mismatch")
                 return
-            except ArtifactError as error:
+            except ArtifactTooLarge as error:
                 yield None, InstallOutcome("rejected", str(error), "too_large")
+                return
+            except ArtifactError as error:
+                yield None, InstallOutcome("rejected", str(error), "other")
                 return
             except UpstreamError as error:
                 yield None, InstallOutcome("failed", str(error), "download_failed")
