@@ -1,0 +1,351 @@
+"""GitHub ``workflow_run`` deliveries to ``POST /webhooks/github`` of a real ops server, with
+the fake GitHub behind the sync service: verified, judged, deduplicated, queued, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.services.webhook import signature_is_valid, signature_of
+from tests.artifacts import model_artifact
+from tests.fakes.github import (
+    DOWNLOAD_ARTIFACT,
+    LIST_ARTIFACTS,
+    LIST_RUNS,
+    FakeGitHub,
+    FakeRun,
+    running_fake_github,
+)
+from tests.test_ops import EMBEDDED_VERSION, OpsStack, ops_settings, running_ops
+
+# GitHub's published example ("Validating webhook deliveries").
+GITHUB_SECRET = b"It's a Secret to Everybody"
+GITHUB_PAYLOAD = b"Hello, World!"
+GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+SECRET = "webhook-secret-for-tests"
+
+
+def sign(body: bytes, secret: str | bytes = SECRET) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def workflow_run_payload(
+    fake: FakeGitHub, run: FakeRun, *, repository: str | None = None, **run_changes: Any
+) -> dict[str, Any]:
+    """A ``workflow_run`` delivery as GitHub sends it (the fields this project reads, and a
+    few it does not), for `run` of the fake; `run_changes` overwrite workflow_run fields."""
+    full_name = repository or fake.full_name
+    workflow_run: dict[str, Any] = {
+        "id": run.id,
+        "name": run.workflow.name,
+        "run_attempt": run.run_attempt,
+        "head_branch": run.head_branch,
+        "head_sha": run.head_sha,
+        "event": run.event,
+        "status": run.status,
+        "conclusion": run.conclusion,
+        "workflow_id": run.workflow.id,
+        "path": run.workflow.path,
+        "repository": {"full_name": full_name},
+        "head_repository": {"full_name": run.head_repository},
+    }
+    for key, change in run_changes.items():
+        workflow_run[key] = {"full_name": change} if key == "head_repository" else change
+    return {
+        "action": "completed",
+        "workflow_run": workflow_run,
+        "workflow": {"id": run.workflow.id, "path": run.workflow.path},
+        "repository": {"full_name": full_name},
+        "sender": {"login": "octocat"},
+    }
+
+
+async def deliver(
+    stack: OpsStack,
+    body: bytes,
+    *,
+    event: str = "workflow_run",
+    delivery: str | None = None,
+    signature: str | None = None,
+    signed: bool = True,
+) -> tuple[int, Any]:
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "User-Agent": "GitHub-Hookshot/044aadd",
+    }
+    if signed:
+        headers["X-Hub-Signature-256"] = signature or sign(body)
+    return await stack.post("/webhooks/github", body, headers)
+
+
+def encoded(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def untouched(fake: FakeGitHub) -> bool:
+    """GitHub and its blob host saw no request at all."""
+    return sum(fake.requests.values()) == 0 and not fake.blob_requests
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGitHub]:
+    async with running_fake_github() as github:
+        yield github
+
+
+@pytest.fixture
+async def stack(models_dir: Path, fake: FakeGitHub) -> AsyncIterator[OpsStack]:
+    settings = ops_settings(models_dir, fake, ops={"webhook_secret": SECRET})
+    async with running_ops(settings) as running:
+        yield running
+
+
+def new_model_run(fake: FakeGitHub, version: str, **run_options: Any) -> FakeRun:
+    run = fake.add_run(**run_options)
+    fake.add_artifact(run, content=model_artifact(version))
+    return run
+
+
+# -- the signature ----------------------------------------------------------------------------
+
+
+def test_githubs_published_example_verifies() -> None:
+    assert signature_of(GITHUB_SECRET, GITHUB_PAYLOAD) == GITHUB_SIGNATURE
+    assert signature_is_valid(GITHUB_SECRET, GITHUB_PAYLOAD, GITHUB_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("body", "header"),
+    [
+        (GITHUB_PAYLOAD, None),
+        (GITHUB_PAYLOAD, ""),
+        (GITHUB_PAYLOAD, GITHUB_SIGNATURE.removeprefix("sha256=")),  # no algorithm prefix
+        (GITHUB_PAYLOAD, "sha1=" + GITHUB_SIGNATURE.removeprefix("sha256=")),
+        (GITHUB_PAYLOAD, GITHUB_SIGNATURE[:-1] + "f"),  # one digit off
+        (GITHUB_PAYLOAD, GITHUB_SIGNATURE + "00"),
+        (b"Hello, World", GITHUB_SIGNATURE),  # the body changed
+        (GITHUB_PAYLOAD + b"\n", GITHUB_SIGNATURE),
+    ],
+    ids=["missing", "empty", "bare-hex", "sha1", "one-digit", "longer", "body", "newline"],
+)
+def test_anything_but_the_exact_signature_is_refused(body: bytes, header: str | None) -> None:
+    assert not signature_is_valid(GITHUB_SECRET, body, header)
+
+
+async def test_githubs_example_answers_ping_over_http(models_dir: Path, fake: FakeGitHub) -> None:
+    settings = ops_settings(models_dir, fake, ops={"webhook_secret": GITHUB_SECRET.decode()})
+    async with running_ops(settings) as stack:
+        status, body = await deliver(
+            stack, GITHUB_PAYLOAD, event="ping", signature=GITHUB_SIGNATURE
+        )
+
+        assert (status, body) == (200, {"pong": True})
+        await stack.webhooks.drain()
+    assert untouched(fake)
+
+
+WRONG_SIGNATURES: dict[str, Callable[[bytes], str | None]] = {
+    "missing": lambda _body: None,
+    "other-body": lambda body: sign(body + b" "),
+    "other-secret": lambda body: sign(body, secret="another secret"),
+    "zeros": lambda _body: "sha256=" + "0" * 64,
+}
+
+
+@pytest.mark.parametrize("wrong_signature", WRONG_SIGNATURES.values(), ids=list(WRONG_SIGNATURES))
+async def test_missing_or_wrong_signature_is_401_and_triggers_nothing(
+    stack: OpsStack, fake: FakeGitHub, wrong_signature: Callable[[bytes], str | None]
+) -> None:
+    run = new_model_run(fake, "2.0.0")
+    body = encoded(workflow_run_payload(fake, run))
+    signature = wrong_signature(body)
+
+    status, answer = await deliver(stack, body, signature=signature, signed=signature is not None)
+    await stack.webhooks.drain()
+
+    assert status == 401
+    assert "signature" in answer["error"]
+    assert untouched(fake)
+    assert stack.serving() == EMBEDDED_VERSION
+
+
+async def test_without_a_secret_the_endpoint_is_off(models_dir: Path, fake: FakeGitHub) -> None:
+    async with running_ops(ops_settings(models_dir, fake)) as stack:
+        run = new_model_run(fake, "2.0.0")
+        body = encoded(workflow_run_payload(fake, run))
+
+        status, _ = await deliver(stack, body, signature=sign(body, secret=""))
+        await stack.webhooks.drain()
+
+    assert status == 404
+    assert untouched(fake)
+
+
+# -- which deliveries trigger a sync ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "event", "reason"),
+    [
+        ({"repository": "someone/else"}, "workflow_run", "repository"),
+        ({"conclusion": "failure"}, "workflow_run", "failure"),
+        ({"status": "in_progress", "conclusion": None}, "workflow_run", "in_progress"),
+        ({"head_repository": "attacker/trading-models"}, "workflow_run", "fork"),
+        ({"event": "pull_request"}, "workflow_run", "pull_request"),
+        ({"head_branch": "experiment"}, "workflow_run", "branch"),
+        ({}, "pull_request", "not workflow_run"),
+    ],
+    ids=["wrong-repository", "failed", "running", "fork", "pr-run", "other-branch", "pr-event"],
+)
+async def test_deliveries_that_must_not_install_are_ignored(
+    stack: OpsStack, fake: FakeGitHub, changes: dict[str, Any], event: str, reason: str
+) -> None:
+    run = new_model_run(fake, "2.0.0")
+    payload = workflow_run_payload(fake, run, **changes)
+
+    status, answer = await deliver(stack, encoded(payload), event=event)
+    await stack.webhooks.drain()
+
+    assert status == 200
+    assert answer["queued"] is False
+    assert reason in answer["reason"]
+    assert untouched(fake)
+    assert stack.serving() == EMBEDDED_VERSION
+
+
+async def test_a_run_of_another_workflow_is_ignored(models_dir: Path, fake: FakeGitHub) -> None:
+    settings = ops_settings(
+        models_dir, fake, ops={"webhook_secret": SECRET}, github={"workflow": "train.yml"}
+    )
+    async with running_ops(settings) as stack:
+        lint = fake.add_workflow("lint.yml", "Lint")
+        run = new_model_run(fake, "2.0.0", workflow=lint)
+
+        status, answer = await deliver(stack, encoded(workflow_run_payload(fake, run)))
+        await stack.webhooks.drain()
+
+    assert (status, answer["queued"]) == (200, False)
+    assert "lint.yml" in answer["reason"]
+    assert untouched(fake)
+
+
+async def test_an_action_other_than_completed_is_ignored(stack: OpsStack, fake: FakeGitHub) -> None:
+    run = new_model_run(fake, "2.0.0")
+    payload = workflow_run_payload(fake, run) | {"action": "requested"}
+
+    status, answer = await deliver(stack, encoded(payload))
+    await stack.webhooks.drain()
+
+    assert (status, answer["queued"]) == (200, False)
+    assert untouched(fake)
+
+
+async def test_a_successful_run_goes_live_without_listing_runs(
+    stack: OpsStack, fake: FakeGitHub
+) -> None:
+    run = new_model_run(fake, "2.0.0")
+
+    status, answer = await deliver(stack, encoded(workflow_run_payload(fake, run)))
+
+    assert status == 202
+    assert answer == {"queued": True, "run_id": run.id}
+    await stack.webhooks.drain()
+    assert stack.serving() == "2.0.0"
+    assert fake.requests[LIST_RUNS] == 0  # straight to the run in the payload
+    assert fake.requests[LIST_ARTIFACTS] == 1
+    assert fake.requests[DOWNLOAD_ARTIFACT] == 1
+    _, report = await stack.get("/status")
+    assert report["models"]["unified_brain"]["provenance"]["run_id"] == run.id
+
+
+async def test_a_webhook_install_says_so_in_its_provenance(
+    stack: OpsStack, fake: FakeGitHub
+) -> None:
+    run = new_model_run(fake, "2.0.0")
+    await deliver(stack, encoded(workflow_run_payload(fake, run)))
+    await stack.webhooks.drain()
+
+    _, report = await stack.get("/status")
+
+    assert report["models"]["unified_brain"]["provenance"]["source"] == "webhook"
+
+
+async def test_a_redelivered_delivery_is_answered_but_not_run_again(
+    stack: OpsStack, fake: FakeGitHub
+) -> None:
+    run = new_model_run(fake, "2.0.0")
+    body = encoded(workflow_run_payload(fake, run))
+    delivery = str(uuid.uuid4())
+
+    first = await deliver(stack, body, delivery=delivery)
+    second = await deliver(stack, body, delivery=delivery)
+    await stack.webhooks.drain()
+
+    assert first[0] == 202
+    assert second[0] == 200
+    assert second[1]["queued"] is False
+    assert f"delivery {delivery} already received" in second[1]["reason"]
+    assert fake.blob.downloads == 1
+    assert stack.webhooks.completed == 1
+    assert stack.serving() == "2.0.0"
+
+
+async def test_deliveries_during_a_sync_wait_for_it_and_run_once_each(
+    stack: OpsStack, fake: FakeGitHub
+) -> None:
+    older = new_model_run(fake, "2.0.0")
+    newer = new_model_run(fake, "3.0.0")
+
+    async with stack.sync.claim() as claimed:  # a sync holds the pipeline
+        assert claimed
+        assert (await deliver(stack, encoded(workflow_run_payload(fake, older))))[0] == 202
+        assert (await deliver(stack, encoded(workflow_run_payload(fake, newer))))[0] == 202
+        # Another delivery for a queued run (GitHub sends one per re-request) is not queued.
+        again = await deliver(stack, encoded(workflow_run_payload(fake, newer)))
+        assert again[1] == {"queued": False, "reason": f"run {newer.id} is already queued"}
+        await asyncio.sleep(0.2)
+        assert untouched(fake)
+        assert stack.serving() == EMBEDDED_VERSION
+
+    await stack.webhooks.drain()
+
+    assert stack.webhooks.completed == 2
+    assert fake.requests[DOWNLOAD_ARTIFACT] == 2
+    assert fake.blob.downloads == 2
+    assert fake.requests[LIST_RUNS] == 0
+    assert stack.serving() == "3.0.0"
+
+
+async def test_a_body_over_the_limit_is_413_and_triggers_nothing(
+    models_dir: Path, fake: FakeGitHub
+) -> None:
+    settings = ops_settings(
+        models_dir, fake, ops={"webhook_secret": SECRET, "max_webhook_body_mb": 0.001}
+    )
+    async with running_ops(settings) as stack:
+        run = new_model_run(fake, "2.0.0")
+        payload = workflow_run_payload(fake, run) | {"padding": "x" * 2048}
+        body = encoded(payload)
+
+        status, _ = await deliver(stack, body)
+        await stack.webhooks.drain()
+
+        small = encoded(workflow_run_payload(fake, run))
+        assert len(small) < 0.001 * (1 << 20) < len(body)
+        assert (await deliver(stack, small))[0] == 202  # the same delivery, under the limit
+        await stack.webhooks.drain()
+
+    assert status == 413
+    assert fake.requests[DOWNLOAD_ARTIFACT] == 1  # only the one under the limit
