@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
@@ -59,6 +60,9 @@ def test_extracts_used_members_keeping_their_folders(tmp_path, staging, logs):
         root=staging,
         files=tuple(sorted(PurePosixPath(name) for name in members)),
         ignored=(),
+        sha256={
+            PurePosixPath(name): hashlib.sha256(data).hexdigest() for name, data in members.items()
+        },
     )
     for name, data in members.items():
         assert (staging / name).read_bytes() == data

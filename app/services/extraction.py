@@ -15,6 +15,7 @@ A zip's headers say whatever its author wrote, so nothing in them is trusted for
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ import sys
 import unicodedata
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
@@ -33,7 +34,7 @@ from app.errors import ArtifactError, ArtifactTooLarge
 from app.fsutil import fsync_directory
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from app.settings import ModelsSettings
 
@@ -86,6 +87,8 @@ class ExtractedArtifact:
     root: Path
     files: tuple[PurePosixPath, ...]
     ignored: tuple[str, ...]
+    # SHA-256 of each file, computed while it was written (saves reading it back to verify).
+    sha256: Mapping[PurePosixPath, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -236,25 +239,27 @@ def _uncapped(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
 
 def _copy_member(
     source: IO[bytes], sink: IO[bytes], member: PlannedMember, budget: _InflationBudget
-) -> int:
+) -> tuple[int, str]:
     produced = 0
+    digest = hashlib.sha256()
     while chunk := source.read(_CHUNK_BYTES):
         produced += len(chunk)
         budget.check(member, produced)
+        digest.update(chunk)
         sink.write(chunk)
-    return produced
+    return produced, digest.hexdigest()
 
 
 def _extract_member(
     archive: zipfile.ZipFile, member: PlannedMember, destination: Path, budget: _InflationBudget
-) -> Path:
+) -> tuple[Path, str]:
     name = member.info.orig_filename
     target = destination.joinpath(*member.path.parts)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         # "xb": never write through something that already exists at the path.
         with archive.open(_uncapped(member.info)) as source, target.open("xb") as sink:
-            produced = _copy_member(source, sink, member, budget)
+            produced, sha256 = _copy_member(source, sink, member, budget)
             sink.flush()
             os.fsync(sink.fileno())
     except _CORRUPTION as error:
@@ -264,7 +269,7 @@ def _extract_member(
             name, f"it inflates to {produced} bytes, not its declared {member.info.file_size}"
         )
     budget.commit(produced)
-    return target
+    return target, sha256
 
 
 def _empty(folder: Path) -> None:
@@ -310,11 +315,12 @@ def extract_artifact(
     except BaseException:
         _empty(destination)
         raise
-    for target in written:
+    for target, _ in written:
         if target.suffix.lower() == MODEL_SUFFIX:
             logger.info(f"🌐 [CLOUD-SYNC] Model extracted: {target}")
     return ExtractedArtifact(
         root=destination,
         files=tuple(sorted(member.path for member in plan.files)),
         ignored=plan.ignored,
+        sha256={m.path: sha for m, (_, sha) in zip(plan.files, written, strict=True)},
     )

@@ -207,7 +207,8 @@ def build_manifest(extracted: ExtractedArtifact, *, require_checksums: bool) -> 
             + ", ".join(unchecked)
         )
     actual = {
-        path: sha256_of_file(extracted.root.joinpath(*path.parts)) for path in {*models, *declared}
+        path: extracted.sha256.get(path) or sha256_of_file(extracted.root.joinpath(*path.parts))
+        for path in {*models, *declared}
     }
     for path, found in declared.items():
         for declaration in found:

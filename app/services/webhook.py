@@ -77,7 +77,7 @@ class WebhookDispatcher:
         self._sync = sync
         self._deliveries: OrderedDict[str, None] = OrderedDict()
         self._queued: set[tuple[int, int]] = set()
-        self._queue: asyncio.Queue[WorkflowRun] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, WorkflowRun]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.completed = 0
 
@@ -110,7 +110,7 @@ class WebhookDispatcher:
         if key in self._queued:
             return 200, {"queued": False, "reason": f"run {verdict.run.id} is already queued"}
         self._queued.add(key)
-        self._queue.put_nowait(verdict.run)
+        self._queue.put_nowait((delivery, verdict.run))
         self._ensure_worker()
         logger.info(f"🌐 [CLOUD-SYNC] Webhook delivery {delivery}: {verdict.reason}")
         return 202, {"queued": True, "run_id": verdict.run.id}
@@ -121,13 +121,18 @@ class WebhookDispatcher:
 
     async def _work(self) -> None:
         while not self._queue.empty():
-            run = self._queue.get_nowait()
+            delivery, run = self._queue.get_nowait()
+            outcome = "failed"
             try:
                 report = await self._sync.synchronize_run(run)
-                logger.info(f"🌐 [CLOUD-SYNC] Webhook sync of run {run.id}: {report.outcome}")
+                outcome = report.outcome
+                logger.info(f"🌐 [CLOUD-SYNC] Webhook sync of run {run.id}: {outcome}")
             except Exception as error:  # one bad delivery must not stop the worker
                 logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Webhook sync failed: {error}")
             finally:
+                if outcome in {"failed", "skipped"}:
+                    # Not done: a redelivery (same X-GitHub-Delivery) may try again.
+                    self._deliveries.pop(delivery, None)
                 self._queued.discard((run.id, run.run_attempt))
                 self.completed += 1
 
