@@ -302,6 +302,30 @@ async def test_a_redelivered_delivery_is_answered_but_not_run_again(
     assert stack.serving() == "2.0.0"
 
 
+async def test_a_delivery_whose_sync_failed_can_be_redelivered(
+    models_dir: Path, fake: FakeGitHub
+) -> None:
+    settings = ops_settings(
+        models_dir, fake, ops={"webhook_secret": SECRET}, resilience={"max_retries": 0}
+    )
+    run = new_model_run(fake, "2.0.0")
+    body = encoded(workflow_run_payload(fake, run))
+    delivery = str(uuid.uuid4())
+    async with running_ops(settings) as stack:
+        fake.fail_next(LIST_ARTIFACTS, times=1, status=502)
+        first = await deliver(stack, body, delivery=delivery)
+        await stack.webhooks.drain()
+        assert first[0] == 202
+        assert stack.serving() != "2.0.0"  # GitHub failed us: nothing installed
+
+        again = await deliver(stack, body, delivery=delivery)  # GitHub's "Redeliver"
+        await stack.webhooks.drain()
+
+        assert again[0] == 202
+        assert stack.serving() == "2.0.0"
+        assert fake.blob.downloads == 1
+
+
 async def test_deliveries_during_a_sync_wait_for_it_and_run_once_each(
     stack: OpsStack, fake: FakeGitHub
 ) -> None:
