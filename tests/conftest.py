@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stamina
 from loguru import logger
 
 from app.brain.brain import TradingBrain
@@ -28,6 +29,16 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         upper = name.upper()
         if upper in {"GITHUB_TOKEN", "GITHUB_API_URL", "APP_SETTINGS"} or "__" in upper:
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _real_stamina() -> Iterator[None]:
+    """Real retries (waits honoured: tests measure retry-after); stamina's global modes restored."""
+    was_active = stamina.is_active()
+    stamina.set_active(True)
+    with stamina.set_testing(False):
+        yield
+    stamina.set_active(was_active)
 
 
 @pytest.fixture

@@ -32,16 +32,6 @@ from app.services.resilience import (
 from app.settings import ResilienceSettings
 
 
-@pytest.fixture(autouse=True)
-def _real_stamina() -> Iterator[None]:
-    """Run every test with real retries, and leave stamina's global modes as they were."""
-    was_active = stamina.is_active()
-    stamina.set_active(True)
-    with stamina.set_testing(False):
-        yield
-    stamina.set_active(was_active)
-
-
 @pytest.fixture
 def log_messages() -> Iterator[list[str]]:
     messages: list[str] = []

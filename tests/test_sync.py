@@ -15,14 +15,13 @@ import os
 import pickle
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import stamina
 
 from app.brain.brain import TradingBrain
 from app.brain.lock import DirectoryLock
@@ -60,15 +59,6 @@ EMBEDDED_VERSION = "embedded-1"
 SLOT = "unified_brain"
 MIB = 1 << 20
 
-
-@pytest.fixture(autouse=True)
-def _real_retries() -> Iterator[None]:
-    """Real stamina (waits honoured: the retry-after test measures one); global modes restored."""
-    was_active = stamina.is_active()
-    stamina.set_active(True)
-    with stamina.set_testing(False):
-        yield
-    stamina.set_active(was_active)
 
 
 @pytest.fixture
