@@ -36,8 +36,8 @@ from app.errors import AppError, ModelError, ModelsDirectoryLocked
 from app.fsutil import sha256_of_file
 from app.settings import BrainSettings
 
-# Hashing a candidate runs beside its session construction: both release the GIL.
-_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-hash")
+# Hashing and flushing a candidate run beside its session construction (all release the GIL).
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-io")
 
 SwapListener = Callable[[SwapEvent], None]
 DecisionObserver = Callable[[str, float], None]
@@ -74,6 +74,8 @@ class TradingBrain:
         self._reload_lock = asyncio.Lock()
         self._listeners: list[SwapListener] = []
         self._decision_observer: DecisionObserver | None = None
+        self._n_features = len(settings.features)
+        self._threshold = settings.confidence_threshold
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class TradingBrain:
                 models[slot] = self._load(slot, path, serving=None, version=None)
             except ModelError as error:
                 raise ModelError(f"slot {slot!r} cannot start from {path}: {error}") from None
-        return BrainSnapshot.of(models)
+        return BrainSnapshot.of(models, self._settings.decision_slot)
 
     def _contract(self, slot: str, serving: LoadedModel | None) -> SlotContract:
         width = len(self._settings.features) if slot == self._settings.decision_slot else None
@@ -146,8 +148,9 @@ class TradingBrain:
         serving: LoadedModel | None,
         version: str | None,
         installed_at: Path | None = None,
+        known_sha256: str | None = None,
     ) -> LoadedModel:
-        """Validate `path` for `slot`; hashing runs beside session construction."""
+        """Validate `path` for `slot`; hashing (unless known) runs beside session construction."""
         check_file(path)
         if self._memory_guard is not None:
             loaded = {} if self._snapshot is None else self._snapshot.models
@@ -155,7 +158,8 @@ class TradingBrain:
                 slot, path.stat().st_size, {s: m.size_bytes for s, m in loaded.items()}
             )
         final = installed_at or path
-        digest = _HASHING.submit(sha256_of_file, path)
+        trusted = known_sha256 if known_sha256 and self._store.owns(path) else None
+        digest = None if trusted else _HASHING.submit(sha256_of_file, path)
         try:
             validated = validate_model(
                 path,
@@ -164,7 +168,9 @@ class TradingBrain:
                 inter_op_threads=self._settings.inter_op_threads,
             )
         finally:
-            sha256 = digest.result()  # also waits on failure: no thread outlives the file
+            # Also waits on failure: no thread outlives the file.
+            sha256 = digest.result() if digest is not None else trusted
+        assert sha256 is not None
         return LoadedModel(
             slot=slot,
             path=final,
@@ -180,25 +186,19 @@ class TradingBrain:
 
     def decide(self, features: Sequence[float] | np.ndarray[Any, Any]) -> Decision:
         """One decision from the current snapshot; hold below the confidence threshold."""
+        # The hot path: measured against a bare session.run by benchmarks/swap_under_load.py.
         started = time.perf_counter()
-        snapshot = self.snapshot  # read once: the whole decision uses these versions
-        model = snapshot.models[self._settings.decision_slot]
+        snapshot = self._snapshot  # read once: the whole decision uses these versions
+        if snapshot is None:
+            raise ModelError("the brain has not loaded its models yet (call start())")
         row = np.asarray(features, dtype=np.float32).reshape(1, -1)
-        if row.shape[1] != len(self._settings.features):
-            raise ValueError(
-                f"expected {len(self._settings.features)} features, got {row.shape[1]}"
-            )
-        inputs = model.signature.inputs[0].name
-        output = model.signature.outputs[0].name
-        probs = model.session.run([output], {inputs: row})[0][0]
-        probabilities = (float(probs[0]), float(probs[1]), float(probs[2]))
-        action = choose_action(probabilities, self._settings.confidence_threshold)
-        decision = Decision(
-            action=action,
-            confidence=max(probabilities),
-            probabilities=probabilities,
-            versions=snapshot.versions,
-        )
+        if row.shape[1] != self._n_features:
+            raise ValueError(f"expected {self._n_features} features, got {row.shape[1]}")
+        feed = snapshot.decision
+        probs = feed.session.run(feed.output_names, {feed.input_name: row})[0][0].tolist()
+        probabilities = (probs[0], probs[1], probs[2])
+        action = choose_action(probabilities, self._threshold)
+        decision = Decision(action, max(probabilities), probabilities, snapshot.versions)
         if self._decision_observer is not None:
             self._decision_observer(action, time.perf_counter() - started)
         return decision
@@ -299,18 +299,23 @@ class TradingBrain:
         prepared = {}
         for candidate in candidates:
             staged[candidate.slot] = self._store.stage(candidate.path)
+            # Flushing the staged copy to disk overlaps validation; it is needed only by install.
+            durable = _HASHING.submit(self._store.make_durable, staged[candidate.slot])
             serving = current.models[candidate.slot]
-            model = self._load(
-                candidate.slot,
-                staged[candidate.slot],
-                serving=serving,
-                version=candidate.version,
-                installed_at=serving.path,
-            )
+            try:
+                model = self._load(
+                    candidate.slot,
+                    staged[candidate.slot],
+                    serving=serving,
+                    version=candidate.version,
+                    installed_at=serving.path,
+                    known_sha256=candidate.sha256,
+                )
+            finally:
+                durable.result()
             if model.sha256 == serving.sha256:
                 logger.info(f"✅ [MODEL-RELOAD] {candidate.slot} already serves this model")
                 continue
-            self._store.make_durable(staged[candidate.slot])
             prepared[candidate.slot] = model
         return prepared
 

@@ -27,22 +27,39 @@ class LoadedModel:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionFeed:
+    """What `decide()` needs of the decision slot's model, looked up once per snapshot."""
+
+    session: Any
+    input_name: str
+    output_names: list[str]
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> DecisionFeed:
+        return cls(model.session, model.signature.inputs[0].name, [model.signature.outputs[0].name])
+
+
+@dataclass(frozen=True, slots=True)
 class BrainSnapshot:
     """Every slot's model at one instant; replaced whole, never changed in place."""
 
     models: Mapping[str, LoadedModel]
     versions: Mapping[str, str]
+    decision_slot: str
+    decision: DecisionFeed
 
     @classmethod
-    def of(cls, models: Mapping[str, LoadedModel]) -> BrainSnapshot:
+    def of(cls, models: Mapping[str, LoadedModel], decision_slot: str) -> BrainSnapshot:
         frozen = MappingProxyType(dict(models))
         return cls(
             models=frozen,
             versions=MappingProxyType({slot: m.version for slot, m in frozen.items()}),
+            decision_slot=decision_slot,
+            decision=DecisionFeed.of(frozen[decision_slot]),
         )
 
     def replacing(self, changes: Mapping[str, LoadedModel]) -> BrainSnapshot:
-        return BrainSnapshot.of({**self.models, **changes})
+        return BrainSnapshot.of({**self.models, **changes}, self.decision_slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +69,9 @@ class Candidate:
     slot: str
     path: Path
     version: str | None = None
+    # The SHA-256 the caller already computed from these very bytes (the sync pipeline hashes
+    # while extracting into its private staging); saves hashing a large model twice.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

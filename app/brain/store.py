@@ -28,8 +28,6 @@ from app.brain.backups import backups_of, backups_to_prune, next_backup_name
 from app.brain.lock import DirectoryLock
 from app.fsutil import fsync_directory, sha256_of_file, write_bytes_atomically
 
-_COPY_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True, slots=True)
 class PlannedInstall:
@@ -99,8 +97,7 @@ class ModelStore:
             with contextlib.suppress(OSError):
                 os.link(source, staged)
                 return staged
-        with source.open("rb") as reader, staged.open("wb") as writer:
-            shutil.copyfileobj(reader, writer, _COPY_CHUNK)
+        shutil.copyfile(source, staged)  # sendfile on Linux: one call, no GIL round trips
         return staged
 
     @staticmethod

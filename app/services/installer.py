@@ -111,7 +111,7 @@ class ArtifactInstaller:
         self, manifest: ArtifactManifest, assignment: SlotAssignment, origin: Origin
     ) -> InstallOutcome:
         candidates = [
-            Candidate(slot, manifest.root / model.path, model.version)
+            Candidate(slot, manifest.root / model.path, model.version, model.sha256)
             for slot, model in assignment.by_slot.items()
         ]
         if self._brain is None:
