@@ -14,6 +14,7 @@ from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
 from app.ops import OpsServer
+from app.process import settle_heap
 from app.services.alerts import EmailAlerts
 from app.services.inbox import LocalInbox
 from app.services.installer import ArtifactInstaller, Origin
@@ -75,6 +76,7 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
         if settings.ops.enabled:
             ops = await resolve(container.ops)
             await ops.start()
+        settle_heap()  # everything is loaded: keep start-up objects out of GC passes
         try:
             await host.run()
         finally:

@@ -1,4 +1,13 @@
-"""Process-level settings that must be in place before the interpreter starts.
+"""Process-level settings for a long-running host with a latency budget.
+
+The garbage collector: a full collection walks every tracked object in the process, and with
+aiohttp, pydantic, numpy and onnxruntime loaded that is tens of milliseconds with the GIL held,
+triggered at random by the allocations decisions make (profiled with py-spy during
+benchmarks/swap_under_load.py: the lag spikes were ``gc_collect_main``). The host calls
+`settle_heap()` once everything is loaded, moving what exists then out of the collector's
+sight (``gc.freeze``), so later collections walk only what was allocated since.
+
+The allocator:
 
 Freeing a replaced 300 MB ONNX Runtime session takes 8-12 ms with the GIL held (returning
 4 KiB pages one by one), which shows as event-loop lag at the end of every swap. With glibc's
@@ -10,6 +19,7 @@ environment is respected and never changed.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -25,3 +35,9 @@ def reexec_with_malloc_tunables() -> None:
         os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - the same command, same interpreter
     except OSError:
         return  # cannot re-exec (unusual sandbox): run as is, only slower to free models
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze everything alive: start-up objects are never walked again."""
+    gc.collect()
+    gc.freeze()

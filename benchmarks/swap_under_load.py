@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: make `tests.onnx_models` impor
 from app.brain.brain import TradingBrain  # noqa: E402
 from app.brain.models import Candidate  # noqa: E402
 from app.brain.store import ModelStore  # noqa: E402
-from app.process import reexec_with_malloc_tunables  # noqa: E402
+from app.process import reexec_with_malloc_tunables, settle_heap  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from tests.onnx_models import decision_model, save  # noqa: E402
 
@@ -68,10 +69,11 @@ class Window:
 class Recorder:
     """Timestamped decision latencies, loop lags and failures from the load tasks."""
 
-    decision_start: list[float] = field(default_factory=list)
-    decision_seconds: list[float] = field(default_factory=list)
-    lag_start: list[float] = field(default_factory=list)
-    lag_seconds: list[float] = field(default_factory=list)
+    # array('d'), not list: the recorder must not give the garbage collector work to do.
+    decision_start: array[float] = field(default_factory=lambda: array("d"))
+    decision_seconds: array[float] = field(default_factory=lambda: array("d"))
+    lag_start: array[float] = field(default_factory=lambda: array("d"))
+    lag_seconds: array[float] = field(default_factory=lambda: array("d"))
     failure_at: list[float] = field(default_factory=list)
     failure_reasons: list[str] = field(default_factory=list)
 
@@ -94,7 +96,7 @@ class Recorder:
         ]
 
 
-def _select(starts: list[float], seconds: list[float], windows: Iterable[Window]) -> np.ndarray:
+def _select(starts: array[float], seconds: array[float], windows: Iterable[Window]) -> np.ndarray:
     """The durations of the samples that overlap any of `windows`."""
     start = np.asarray(starts)
     duration = np.asarray(seconds)
@@ -468,6 +470,7 @@ async def measure(args: argparse.Namespace, work: Path) -> list[Figure]:
     warm_page_cache(synced)
     bare_load(synced[0])  # the process's first load pays one-off costs: not measured
     await swap(brain, synced)  # a big model serves from here on; not measured either
+    settle_heap()  # as `python -m app` does once it has started
 
     idle = await idle_rounds(brain, synced, elsewhere, args.repeats)
     recorder = Recorder()

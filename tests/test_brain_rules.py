@@ -145,4 +145,4 @@ def test_retention_keeps_exactly_the_newest(stamps: list[datetime], keep: int) -
 def test_actions_respect_the_confidence_threshold(
     probs: tuple[float, float, float], action: str
 ) -> None:
-    assert choose_action(probs, 0.65) == action
+    assert choose_action(probs, 0.65) == (action, max(probs))

@@ -60,7 +60,6 @@ SLOT = "unified_brain"
 MIB = 1 << 20
 
 
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeGitHub]:
     async with running_fake_github() as github:

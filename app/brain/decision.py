@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 Action = Literal["sell", "hold", "buy"]
@@ -22,9 +22,9 @@ class Decision(NamedTuple):
     versions: Mapping[str, str]
 
 
-def choose_action(probabilities: tuple[float, float, float], threshold: float) -> Action:
-    """The most probable action, or hold when the model is not confident enough."""
+def choose_action(probabilities: Sequence[float], threshold: float) -> tuple[Action, float]:
+    """The most probable action and its probability; hold when that is under `threshold`."""
     best = max(probabilities)
     if best < threshold:
-        return "hold"
-    return ACTIONS[probabilities.index(best)]
+        return "hold", best
+    return ACTIONS[probabilities.index(best)], best
