@@ -253,7 +253,8 @@ async def test_an_idle_poll_is_answered_304_costs_no_rate_limit_and_downloads_no
 
     assert report.outcome == "up_to_date", report
     polled = fake.recorded[recorded:]
-    assert [r.endpoint for r in polled] == [LIST_RUNS, LIST_RUNS, LIST_ARTIFACTS]
+    # The run without a model artifact was judged once: its artifact list is final.
+    assert [r.endpoint for r in polled] == [LIST_RUNS, LIST_RUNS]
     assert all("If-None-Match" in r.headers for r in polled)
     assert fake.counted_requests == counted  # every answer was a 304
     assert fake.requests[DOWNLOAD_ARTIFACT] == asked[DOWNLOAD_ARTIFACT]
@@ -363,6 +364,20 @@ async def test_an_artifact_whose_name_does_not_match_is_ignored(fake, host):
     assert host.serving() == {SLOT: "trusted"}
     assert host.provenance()["artifact_id"] == trusted
     assert fake.requests[DOWNLOAD_ARTIFACT] == 1
+
+
+async def test_a_run_with_nothing_to_install_is_not_listed_again_even_after_a_restart(
+    fake, host, start_host
+):
+    fake.add_artifact(fake.add_run(), "coverage-report", model_artifact("not-a-model-artifact"))
+    assert (await host.sync.synchronize_models(force=True)).outcome == "up_to_date"
+    assert fake.requests[LIST_ARTIFACTS] == 1
+
+    restarted = await start_host(host.settings)
+    report = await restarted.sync.synchronize_models(force=True)
+
+    assert report.outcome == "up_to_date", report
+    assert fake.requests[LIST_ARTIFACTS] == 1
 
 
 async def test_an_artifact_listed_as_expired_is_not_downloaded(fake, host):

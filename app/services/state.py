@@ -121,6 +121,9 @@ class SyncState(_Record):
     # Oldest first: insertion order is eviction order, and JSON objects keep it.
     etags: dict[str, CachedPageModel] = Field(default_factory=dict)
     last_sync: LastSync | None = None
+    # Completed runs with nothing (left) to install: their artifact lists are final, so they
+    # need not be listed again. Oldest first; bounded.
+    exhausted_runs: list[int] = Field(default_factory=list)
     # Read from installed/<slot>.json, the source of truth; not written to state.json.
     installed: dict[str, Provenance] = Field(default_factory=dict, exclude=True)
 
@@ -275,6 +278,19 @@ class StateStore:
             for artifact_id, record in self.state.artifacts.items()
             if record.outcome in PROCESSED_OUTCOMES
         }
+
+    def is_exhausted(self, run_id: int) -> bool:
+        """True when `run_id` was found to have nothing (left) to install."""
+        return run_id in self.state.exhausted_runs
+
+    def mark_exhausted(self, run_id: int) -> None:
+        """Remember that `run_id` has nothing to install (kept in memory until a flush)."""
+        runs = self.state.exhausted_runs
+        if run_id in runs:
+            return
+        runs.append(run_id)
+        del runs[: max(0, len(runs) - self._max_artifact_records)]
+        self._dirty = True
 
     # ETagCache protocol (app.services.github_types)
 

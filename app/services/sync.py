@@ -278,6 +278,8 @@ class CloudModelSynchronizationService:
         fallback: SyncReport | None = None  # the first refusal, if nothing installs
         attempts = 0
         for run in runs:
+            if self._state.is_exhausted(run.id):
+                continue
             artifacts = await self._call(
                 "github.list_artifacts", functools.partial(github.list_artifacts, run.id)
             )
@@ -291,6 +293,8 @@ class CloudModelSynchronizationService:
                     installed=installed,
                 )
                 if chosen is None:
+                    # A completed run's artifacts are final: nothing here will become eligible.
+                    self._state.mark_exhausted(run.id)
                     break
                 attempts += 1
                 report = await self._process(chosen, github, source)
