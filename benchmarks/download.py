@@ -54,6 +54,8 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `tests` importable
 
+from _report import Figure, print_table  # noqa: E402 - beside this script
+
 from app.containers import Core, http_session, model_store, resolve, trading_brain  # noqa: E402
 from app.fsutil import sha256_of_file  # noqa: E402
 from app.services.extraction import ExtractionLimits, extract_artifact  # noqa: E402
@@ -510,26 +512,6 @@ async def measure_poll_cost(work: Path) -> list[PollCost]:
 
 
 # -- report ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    name: str
-    value: str
-    target: str
-    passed: bool | None  # None: shown for contrast, no target
-
-    @property
-    def verdict(self) -> str:
-        return "-" if self.passed is None else ("PASS" if self.passed else "MISS")
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for index, row in enumerate([header, *rows]):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
 
 
 def median_phases(runs: Sequence[Phases]) -> Phases:

@@ -39,6 +39,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `tests.onnx_models` importable
 
+from _report import Figure, print_figures  # noqa: E402 - beside this script
+
 from app.brain.brain import TradingBrain  # noqa: E402
 from app.brain.models import Candidate  # noqa: E402
 from app.brain.store import ModelStore  # noqa: E402
@@ -354,18 +356,6 @@ async def start_brain(work: Path) -> TradingBrain:
 # -- report -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Figure:
-    name: str
-    value: str
-    target: str
-    passed: bool | None  # None: shown for contrast, no target
-
-    @property
-    def verdict(self) -> str:
-        return "-" if self.passed is None else ("PASS" if self.passed else "MISS")
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms"
 
@@ -376,20 +366,6 @@ def us(seconds: float) -> str:
 
 def p99(values: np.ndarray) -> float:
     return float(np.percentile(values, 99))
-
-
-def print_table(figures: Sequence[Figure]) -> None:
-    widths = [max(len(row[i]) for row in _rows(figures)) for i in range(4)]
-    for index, row in enumerate(_rows(figures)):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-
-
-def _rows(figures: Sequence[Figure]) -> list[tuple[str, str, str, str]]:
-    return [("figure", "value", "target", "result")] + [
-        (f.name, f.value, f.target, f.verdict) for f in figures
-    ]
 
 
 def loop_figures(
@@ -542,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="swap-bench-") as folder:
         figures = asyncio.run(measure(args, Path(folder)))
     elapsed, busy_after = time.perf_counter() - started, busy_cpu_seconds()
-    print_table(figures)
+    print_figures(figures)
     print(f"run time {elapsed:.0f} s", end="")
     if busy is not None and busy_after is not None:
         # Other processes competing for the 2 cores skew lags and ratios: say how much they ran.

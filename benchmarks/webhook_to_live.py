@@ -51,6 +51,8 @@ from dependency_injector import providers
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `tests` importable
 
+from _report import Figure, print_figures  # noqa: E402 - beside this script
+
 from app.brain.brain import TradingBrain  # noqa: E402
 from app.brain.models import SwapEvent  # noqa: E402
 from app.containers import Application, resolve  # noqa: E402
@@ -294,31 +296,20 @@ def report(figures: Figures) -> bool:
     notified = _median(figures.live[NOTIFIED])
     ratio = notified / baseline
     passed = ratio <= TARGET
-    rows: list[tuple[str, ...]] = [
-        ("figure (medians)", "value", "target", "result"),
-        ("webhook POST -> 202", f"{_median(figures.accepted) * 1000:.1f} ms"),
-        ("download alone (blob host -> file)", f"{_median(figures.download):.3f} s"),
-        ("unzip + session build alone", f"{_median(figures.load):.3f} s"),
-        ("baseline: download + unzip + load", f"{baseline:.3f} s"),
-        ("webhook POST -> first decision by the new model", f"{notified:.3f} s"),
-        (
-            "webhook-to-live / baseline",
-            f"{ratio:.2f}",
-            f"<= {TARGET}",
-            "PASS" if passed else "MISS",
-        ),
+    rows = [
+        Figure("webhook POST -> 202", f"{_median(figures.accepted) * 1000:.1f} ms"),
+        Figure("download alone (blob host -> file)", f"{_median(figures.download):.3f} s"),
+        Figure("unzip + session build alone", f"{_median(figures.load):.3f} s"),
+        Figure("baseline: download + unzip + load", f"{baseline:.3f} s"),
+        Figure("webhook POST -> first decision by the new model", f"{notified:.3f} s"),
+        Figure("webhook-to-live / baseline", f"{ratio:.2f}", f"<= {TARGET}", passed),
     ]
     for watcher in (POLL_1MS, TIGHT):
         live = _median(figures.live[watcher])
-        rows.append((f"contrast: watched by {watcher}", f"{live:.3f} s = {live / baseline:.2f}x"))
-    table = [(*row, "", "", "")[:4] for row in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for index, row in enumerate(table):
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        rows.append(
+            Figure(f"contrast: watched by {watcher}", f"{live:.3f} s = {live / baseline:.2f}x")
         )
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    print_figures(rows, title="figure (medians)")
     return passed
 
 
