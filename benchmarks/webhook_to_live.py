@@ -4,7 +4,7 @@
 
 Everything runs in one process on loopback, in one run: the fake GitHub of the tests
 (``tests/fakes/github.py``, API on 127.0.0.1, blob host on 127.0.0.2), and the brain and ops
-server as ``python -m app`` wires them (the Application container). Each delivery publishes a
+server as ``python -m app`` wires them (the Application container, ``tests/ops_stack.py``). Each delivery publishes a
 run whose artifact holds a ``--size-mb`` model (two versions, alternating, so every delivery is
 a change), POSTs its signed ``workflow_run`` delivery and times until a decision carries the new
 version. The baseline is the unavoidable work alone, timed right after on the same artifact:
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import platform
@@ -37,38 +35,38 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import onnxruntime as ort
-from dependency_injector import providers
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `tests` importable
 
 from _report import Figure, print_figures  # noqa: E402 - beside this script
 
-from app.brain.brain import TradingBrain  # noqa: E402
 from app.brain.models import SwapEvent  # noqa: E402
-from app.containers import Application, resolve  # noqa: E402
-from app.ops import OpsServer  # noqa: E402
-from app.services.webhook import WebhookDispatcher  # noqa: E402
-from app.settings import Settings, load_settings  # noqa: E402
 from tests.artifacts import MODEL_NAME, model_artifact  # noqa: E402
-from tests.fakes.github import FakeArtifact, FakeGitHub, FakeRun, running_fake_github  # noqa: E402
+from tests.fakes.github import (  # noqa: E402
+    FakeArtifact,
+    FakeGitHub,
+    FakeRun,
+    delivery_headers,
+    running_fake_github,
+    webhook_signature,
+    workflow_run_payload,
+)
 from tests.onnx_models import decision_model  # noqa: E402
+from tests.ops_stack import FEATURES, OpsStack, ops_settings, running_ops  # noqa: E402
 
 EMBEDDED_MODEL = ROOT / "models" / "unified_brain.onnx"
 SECRET = "benchmark-webhook-secret"  # a throwaway secret on loopback
 THREADS = 1  # intra- and inter-op threads: the brain's default, and the baseline's
 CHUNK = 1 << 20
 TARGET = 1.2
-FEATURES = [0.1] * 16
 VERSIONS = ("bench-a", "bench-b")
 STEP_TIMEOUT = 120.0  # a delivery that takes longer than this is broken, not slow
 
@@ -92,48 +90,7 @@ class Figures:
         return [d + u for d, u in zip(self.download, self.load, strict=True)]
 
 
-# -- the stack ----------------------------------------------------------------------------------
-
-
-def settings_for(models_dir: Path, fake: FakeGitHub) -> Settings:
-    return load_settings(
-        None,
-        models={"dir": str(models_dir), "lock_wait_seconds": 0},
-        github={
-            "owner": fake.owner,
-            "repository": fake.repository,
-            "token": fake.token,
-            "api_url": fake.api_url,
-        },
-        ops={"port": 0, "webhook_secret": SECRET},
-        cloud_sync={"min_interval_minutes": 0},
-        brain={"intra_op_threads": THREADS, "inter_op_threads": THREADS},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Stack:
-    """What `python -m app` runs, as far as a delivery goes."""
-
-    brain: TradingBrain
-    server: OpsServer
-    webhooks: WebhookDispatcher
-
-
-@asynccontextmanager
-async def running_bot(settings: Settings, http: aiohttp.ClientSession) -> AsyncIterator[Stack]:
-    """The brain and ops server as `python -m app` builds them, with our HTTP session."""
-    container = Application(config=settings)
-    container.http.override(providers.Object(http))
-    brain: TradingBrain = container.brain()
-    await brain.start()
-    server: OpsServer = await resolve(container.ops)
-    await server.start()
-    try:
-        yield Stack(brain, server, container.core.webhooks())
-    finally:
-        await server.stop()
-        await container.alerts().aclose()
+# -- what is delivered --------------------------------------------------------------------------
 
 
 def build_artifact(version: str, seed: int, size_mb: float) -> bytes:
@@ -144,32 +101,8 @@ def build_artifact(version: str, seed: int, size_mb: float) -> bytes:
 
 def delivery(fake: FakeGitHub, run: FakeRun) -> tuple[bytes, dict[str, str]]:
     """A signed ``workflow_run`` delivery for `run`, as GitHub sends it."""
-    payload = {
-        "action": "completed",
-        "workflow_run": {
-            "id": run.id,
-            "run_attempt": run.run_attempt,
-            "head_branch": run.head_branch,
-            "head_sha": run.head_sha,
-            "event": run.event,
-            "status": run.status,
-            "conclusion": run.conclusion,
-            "workflow_id": run.workflow.id,
-            "path": run.workflow.path,
-            "repository": {"full_name": fake.full_name},
-            "head_repository": {"full_name": run.head_repository},
-        },
-        "repository": {"full_name": fake.full_name},
-    }
-    body = json.dumps(payload).encode()
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "workflow_run",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": signature,
-    }
-    return body, headers
+    body = json.dumps(workflow_run_payload(fake, run)).encode()
+    return body, delivery_headers(signature=webhook_signature(body, SECRET))
 
 
 # -- what is timed --------------------------------------------------------------------------------
@@ -178,10 +111,8 @@ def delivery(fake: FakeGitHub, run: FakeRun) -> tuple[bytes, dict[str, str]]:
 class Bot:
     """The running stack; delivers the next version and times it until it decides."""
 
-    def __init__(
-        self, fake: FakeGitHub, http: aiohttp.ClientSession, stack: Stack, zips: dict[str, bytes]
-    ) -> None:
-        self.fake, self.http, self.stack, self.zips = fake, http, stack, zips
+    def __init__(self, fake: FakeGitHub, stack: OpsStack, zips: dict[str, bytes]) -> None:
+        self.fake, self.http, self.stack, self.zips = fake, stack.http, stack, zips
         self.brain = stack.brain
         self._delivered = 0
         self._swapped = asyncio.Event()
@@ -202,7 +133,7 @@ class Bot:
         run = self.fake.add_run()
         artifact = self.fake.add_artifact(run, content=self.zips[version])
         body, headers = delivery(self.fake, run)
-        url = f"http://127.0.0.1:{self.stack.server.port}/webhooks/github"
+        url = f"{self.stack.url}/webhooks/github"
         self._swapped.clear()
 
         started = time.perf_counter()
@@ -257,30 +188,33 @@ async def measure(args: argparse.Namespace, work: Path) -> Figures:
     print(f"artifact zip {len(zips[VERSIONS[0]]) / (1 << 20):.1f} MB")
 
     figures = Figures()
-    async with (
-        running_fake_github() as fake,
-        aiohttp.ClientSession() as http,
-        running_bot(settings_for(models_dir, fake), http) as stack,
-    ):
-        bot = Bot(fake, http, stack, zips)
-        for index in range(args.repeats + 1):  # the first pays one-off costs: not counted
-            live = {}
-            accepted, live[NOTIFIED], artifact = await bot.webhook_to_live(NOTIFIED)
-            _, live[POLL_1MS], _ = await bot.webhook_to_live(POLL_1MS)
-            _, live[TIGHT], _ = await bot.webhook_to_live(TIGHT)
-            download, load = await download_and_load(http, fake, artifact, work)
-            if index == 0:
-                continue
-            figures.accepted.append(accepted)
-            for watcher, seconds in live.items():
-                figures.live[watcher].append(seconds)
-            figures.download.append(download)
-            figures.load.append(load)
-            print(
-                f"  {index}: live {live[NOTIFIED]:.3f} s notified, {live[POLL_1MS]:.3f} s "
-                f"polled, {live[TIGHT]:.3f} s tight; baseline {download + load:.3f} s "
-                f"(download {download:.3f} + unzip and load {load:.3f})"
-            )
+    async with running_fake_github() as fake:
+        settings = ops_settings(
+            models_dir,
+            fake,
+            ops={"webhook_secret": SECRET},
+            brain={"intra_op_threads": THREADS, "inter_op_threads": THREADS},
+        )
+        async with running_ops(settings) as stack:
+            bot = Bot(fake, stack, zips)
+            for index in range(args.repeats + 1):  # the first pays one-off costs: not counted
+                live = {}
+                accepted, live[NOTIFIED], artifact = await bot.webhook_to_live(NOTIFIED)
+                _, live[POLL_1MS], _ = await bot.webhook_to_live(POLL_1MS)
+                _, live[TIGHT], _ = await bot.webhook_to_live(TIGHT)
+                download, load = await download_and_load(stack.http, fake, artifact, work)
+                if index == 0:
+                    continue
+                figures.accepted.append(accepted)
+                for watcher, seconds in live.items():
+                    figures.live[watcher].append(seconds)
+                figures.download.append(download)
+                figures.load.append(load)
+                print(
+                    f"  {index}: live {live[NOTIFIED]:.3f} s notified, {live[POLL_1MS]:.3f} s "
+                    f"polled, {live[TIGHT]:.3f} s tight; baseline {download + load:.3f} s "
+                    f"(download {download:.3f} + unzip and load {load:.3f})"
+                )
     return figures
 
 

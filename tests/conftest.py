@@ -1,5 +1,5 @@
 """Shared fixtures: a models directory with a real default model, settings pointing at it,
-a started brain, and loguru output captured as plain lines."""
+a started brain, loguru output captured as plain lines, the fake GitHub and a real SMTP server."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 import stamina
+from aiosmtpd.controller import Controller
 from loguru import logger
 
 from app.brain.brain import TradingBrain
 from app.brain.store import ModelStore
 from app.settings import Settings, load_settings
+from tests.fakes.github import FakeGitHub, running_fake_github
 from tests.onnx_models import decision_model, save
+from tests.smtp_server import Inbox, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = ROOT / "models" / "unified_brain.onnx"
@@ -62,7 +65,7 @@ def settings(models_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def brain(settings: Settings) -> AsyncIterator[TradingBrain]:
+async def brain(settings: Settings) -> TradingBrain:
     started = TradingBrain(settings.brain, ModelStore(settings.models_dir))
     await started.start()
     return started
@@ -87,3 +90,23 @@ def logs() -> Iterator[list[str]]:
     yield lines
     logger.remove(sink)
     logger.disable("app")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGitHub]:
+    """The fake GitHub (API and blob host) on loopback, empty."""
+    async with running_fake_github() as github:
+        yield github
+
+
+@pytest.fixture
+def inbox() -> Inbox:
+    """Where the `smtp` server keeps the mail it accepts."""
+    return Inbox()
+
+
+@pytest.fixture
+def smtp(inbox: Inbox) -> Iterator[Controller]:
+    """A real SMTP server on 127.0.0.1 delivering into `inbox`."""
+    with serving(inbox) as controller:
+        yield controller

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -22,44 +17,12 @@ from pydantic import SecretStr
 
 from app.services.alerts import EmailAlerts, installed_alert, refused_alert, version_stamp
 from app.settings import AlertSettings
+from tests.smtp_server import SENDER, Inbox, alert_settings, free_port, serving
 
 PASSWORD = "hunter2-smtp-secret"
-SENDER = "bot@example.com"
 RECIPIENTS = ("ops@example.com", "risk@example.com")
 SERVER_STALL_SECONDS = 3.0
 FAST_RETURN_SECONDS = 0.5
-
-
-@dataclass
-class Delivery:
-    """One message as the server received it, with who logged in to send it."""
-
-    sender: str
-    recipients: list[str]
-    message: EmailMessage
-    login: str | None
-
-
-@dataclass
-class Inbox:
-    """An aiosmtpd handler that keeps every message it accepts, optionally after a stall."""
-
-    stall_seconds: float = 0.0
-    deliveries: list[Delivery] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.stall_seconds:
-            await asyncio.sleep(self.stall_seconds)
-        login = session.auth_data.decode() if session.authenticated else None
-        self.deliveries.append(
-            Delivery(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                message_from_bytes(envelope.content, _class=EmailMessage, policy=policy.default),
-                login,
-            )
-        )
-        return "250 OK"
 
 
 def accept_only(user: str, password: str) -> Any:
@@ -76,34 +39,6 @@ def accept_only(user: str, password: str) -> Any:
     return authenticate
 
 
-def free_port() -> int:
-    # aiosmtpd's Controller connects to its own port on start, so it cannot be given port 0.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def serving(inbox: Inbox, **smtp_options: Any) -> Iterator[Controller]:
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **smtp_options)
-    controller.start()
-    try:
-        yield controller
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-def smtp(inbox: Inbox) -> Iterator[Controller]:
-    with serving(inbox) as controller:
-        yield controller
-
-
 @pytest.fixture
 def caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     logger.enable("app")
@@ -114,16 +49,8 @@ def caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtur
 
 
 def settings(port: int, **changes: Any) -> AlertSettings:
-    values: dict[str, Any] = {
-        "enabled": True,
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "security": "none",
-        "sender": SENDER,
-        "recipients": RECIPIENTS,
-        "timeout_seconds": 5,
-    } | changes
-    return AlertSettings(**values)
+    """Alerts to the server on `port`, for both `RECIPIENTS`."""
+    return alert_settings(port, **{"recipients": RECIPIENTS, **changes})
 
 
 def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:

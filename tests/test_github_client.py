@@ -34,7 +34,6 @@ from tests.fakes.github import (
     FakeGitHub,
     FakeRun,
     make_zip,
-    running_fake_github,
 )
 
 MiB = 1024 * 1024
@@ -54,9 +53,9 @@ class MemoryETagCache:
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[FakeGitHub]:
-    async with running_fake_github() as fake:
-        yield fake
+def github(fake: FakeGitHub) -> FakeGitHub:
+    """This module's name for the shared fake GitHub."""
+    return fake
 
 
 @pytest.fixture

@@ -10,26 +10,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.services.breaker import CircuitState
 from app.services.monitoring import ARTIFACT_REASONS, ProductionMonitoringService
-
-Series = tuple[str, frozenset[tuple[str, str]]]
+from tests import metrics
+from tests.metrics import Series, labels_of, parse_metrics
 
 
 def scrape(monitoring: ProductionMonitoringService) -> dict[Series, float]:
     """Every sample the /metrics body holds, keyed by name and labels."""
     body, _ = monitoring.render()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
+    return parse_metrics(body.decode())
 
 
 def value(monitoring: ProductionMonitoringService, name: str, **labels: str) -> float | None:
-    return scrape(monitoring).get((name, frozenset(labels.items())))
+    return metrics.value(scrape(monitoring), name, **labels)
 
 
 def series_of(monitoring: ProductionMonitoringService, name: str) -> list[dict[str, str]]:
-    return [dict(labels) for sample_name, labels in scrape(monitoring) if sample_name == name]
+    return labels_of(scrape(monitoring), name)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from app.brain.brain import TradingBrain
 from app.services.alerts import EmailAlerts
 from app.services.monitoring import ProductionMonitoringService
 from app.services.observers import observe_brain
-from app.settings import AlertSettings
 from tests.conftest import ROOT
-from tests.test_alerts import Inbox, free_port, serving
-from tests.test_ops import parse_metrics, value
+from tests.metrics import parse_metrics, value
+from tests.smtp_server import Inbox, alert_settings, free_port, serving
 
 SLOT = "unified_brain"
 EMBEDDED_VERSION = "embedded-1"
@@ -33,33 +31,9 @@ STALL_SECONDS = 5.0
 INSTALL_BOUND_SECONDS = 2.0
 
 
-def alert_settings(port: int, **changes: Any) -> AlertSettings:
-    values: dict[str, Any] = {
-        "enabled": True,
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "security": "none",
-        "sender": "bot@example.com",
-        "recipients": ("ops@example.com",),
-        "timeout_seconds": 5,
-    } | changes
-    return AlertSettings(**values)
-
-
 def subjects(inbox: Inbox) -> list[str]:
     # A long subject arrives folded; a mail client drops the fold's leading space.
     return [str(delivery.message["Subject"]).strip() for delivery in inbox.deliveries]
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-def smtp(inbox: Inbox) -> Iterator[Controller]:
-    with serving(inbox) as controller:
-        yield controller
 
 
 @pytest.fixture

@@ -1,16 +1,12 @@
 """The ops server as an operator and Prometheus see it: a real OpsServer on 127.0.0.1, built by
-the Application container around a real brain, with the fake GitHub behind the sync service.
-
-``running_ops`` is also used by ``tests/test_webhook.py``.
-"""
+the Application container around a real brain (``tests/ops_stack.py``), with the fake GitHub
+behind the sync service."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,118 +14,24 @@ from typing import Any
 import aiohttp
 import pytest
 from dependency_injector import providers
-from prometheus_client.parser import text_string_to_metric_families
 
-from app.brain.brain import TradingBrain
-from app.brain.store import ModelStore
 from app.containers import Application, resolve
 from app.errors import ConfigurationError
 from app.ops import OpsServer
-from app.services.alerts import EmailAlerts
-from app.services.monitoring import ProductionMonitoringService
-from app.services.observers import observe_brain
-from app.services.sync import CloudModelSynchronizationService
-from app.services.webhook import WebhookDispatcher
-from app.settings import Settings, load_settings
+from app.settings import load_settings
 from tests.artifacts import model_artifact
-from tests.conftest import make_settings
-from tests.fakes.github import LIST_RUNS, FakeGitHub, running_fake_github
+from tests.fakes.github import LIST_RUNS, FakeGitHub
+from tests.metrics import labels_of, value
+from tests.ops_stack import (
+    EMBEDDED_VERSION,
+    FEATURES,
+    SLOT,
+    OpsStack,
+    ops_settings,
+    running_ops,
+)
 
-SLOT = "unified_brain"
-EMBEDDED_VERSION = "embedded-1"
 ADMIN_TOKEN = "admin-token-for-tests"
-FEATURES = [0.1] * 16
-
-Series = tuple[str, frozenset[tuple[str, str]]]
-
-
-# -- the stack under test ---------------------------------------------------------------------
-
-
-def ops_settings(models_dir: Path, fake: FakeGitHub | None = None, **sections: Any) -> Settings:
-    """Settings for a stack on loopback port 0; GitHub is the fake when one is given."""
-    github = sections.pop("github", {})
-    if fake is not None:
-        github = {
-            "owner": fake.owner,
-            "repository": fake.repository,
-            "token": fake.token,
-            "api_url": fake.api_url,
-            **github,
-        }
-    return make_settings(
-        models_dir,
-        github=github,
-        ops={"port": 0, **sections.pop("ops", {})},
-        cloud_sync={"min_interval_minutes": 0, **sections.pop("cloud_sync", {})},
-        **sections,
-    )
-
-
-@dataclass
-class OpsStack:
-    """A started brain and ops server, as `python -m app` wires them, plus an HTTP client."""
-
-    container: Application
-    brain: TradingBrain
-    server: OpsServer
-    http: aiohttp.ClientSession
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
-
-    @property
-    def monitoring(self) -> ProductionMonitoringService:
-        monitoring: ProductionMonitoringService = self.container.monitoring()
-        return monitoring
-
-    @property
-    def sync(self) -> CloudModelSynchronizationService:
-        sync: CloudModelSynchronizationService = self.container.core.sync()
-        return sync
-
-    @property
-    def webhooks(self) -> WebhookDispatcher:
-        webhooks: WebhookDispatcher = self.container.core.webhooks()
-        return webhooks
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(self.url + path) as response:
-            if response.content_type == "application/json":
-                return response.status, await response.json()
-            return response.status, await response.text()
-
-    async def post(
-        self, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, Any]:
-        async with self.http.post(self.url + path, data=body, headers=headers) as response:
-            if response.content_type == "application/json":
-                return response.status, await response.json()
-            return response.status, await response.text()
-
-    async def metrics(self) -> dict[Series, float]:
-        status, text = await self.get("/metrics")
-        assert status == 200
-        return parse_metrics(text)
-
-    def serving(self) -> str:
-        """The version that makes decisions now."""
-        return self.brain.decide(FEATURES).versions[SLOT]
-
-
-def brain_on_clock(
-    settings: Settings,
-    store: ModelStore,
-    monitoring: ProductionMonitoringService,
-    alerts: EmailAlerts,
-    clock: Callable[[], datetime],
-) -> TradingBrain:
-    """The container's brain, but taking backup times from `clock`."""
-    brain = TradingBrain(
-        settings.brain, store, backup_retention=settings.models.backup_retention, clock=clock
-    )
-    return observe_brain(brain, monitoring, alerts)
 
 
 class TickingClock:
@@ -144,61 +46,8 @@ class TickingClock:
         return self.now
 
 
-@asynccontextmanager
-async def running_ops(
-    settings: Settings, *, clock: Callable[[], datetime] | None = None
-) -> AsyncIterator[OpsStack]:
-    """The Application container with our own session, its brain started, its ops server up."""
-    async with aiohttp.ClientSession() as http:
-        container = Application(config=settings)
-        container.http.override(providers.Object(http))
-        if clock is not None:
-            container.brain.override(
-                providers.Singleton(
-                    brain_on_clock,
-                    container.config,
-                    container.store,
-                    container.monitoring,
-                    container.alerts,
-                    clock,
-                )
-            )
-        brain: TradingBrain = container.brain()
-        await brain.start()
-        server: OpsServer = await resolve(container.ops)
-        await server.start()
-        try:
-            yield OpsStack(container, brain, server, http)
-        finally:
-            await server.stop()
-            await container.alerts().aclose()
-
-
-def parse_metrics(text: str) -> dict[Series, float]:
-    """Every sample of a /metrics body, keyed by name and labels, read by Prometheus' parser."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(metrics: Mapping[Series, float], name: str, **labels: str) -> float | None:
-    return metrics.get((name, frozenset(labels.items())))
-
-
-def labels_of(metrics: Mapping[Series, float], name: str) -> list[dict[str, str]]:
-    return [dict(labels) for sample_name, labels in metrics if sample_name == name]
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGitHub]:
-    async with running_fake_github() as github:
-        yield github
 
 
 @pytest.fixture

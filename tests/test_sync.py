@@ -49,7 +49,6 @@ from tests.fakes.github import (
     LIST_RUNS,
     FakeGitHub,
     FakeRun,
-    running_fake_github,
 )
 from tests.onnx_models import decision_model, save
 from tests.zips import entry, patch_header, write_zip
@@ -58,12 +57,6 @@ FEATURES = [0.1] * 16
 EMBEDDED_VERSION = "embedded-1"
 SLOT = "unified_brain"
 MIB = 1 << 20
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGitHub]:
-    async with running_fake_github() as github:
-        yield github
 
 
 @dataclass

@@ -4,8 +4,6 @@ the fake GitHub behind the sync service: verified, judged, deduplicated, queued,
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,9 +20,11 @@ from tests.fakes.github import (
     LIST_RUNS,
     FakeGitHub,
     FakeRun,
-    running_fake_github,
+    delivery_headers,
+    webhook_signature,
+    workflow_run_payload,
 )
-from tests.test_ops import EMBEDDED_VERSION, OpsStack, ops_settings, running_ops
+from tests.ops_stack import EMBEDDED_VERSION, OpsStack, ops_settings, running_ops
 
 # GitHub's published example ("Validating webhook deliveries").
 GITHUB_SECRET = b"It's a Secret to Everybody"
@@ -32,42 +32,6 @@ GITHUB_PAYLOAD = b"Hello, World!"
 GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 
 SECRET = "webhook-secret-for-tests"
-
-
-def sign(body: bytes, secret: str | bytes = SECRET) -> str:
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
-
-
-def workflow_run_payload(
-    fake: FakeGitHub, run: FakeRun, *, repository: str | None = None, **run_changes: Any
-) -> dict[str, Any]:
-    """A ``workflow_run`` delivery as GitHub sends it (the fields this project reads, and a
-    few it does not), for `run` of the fake; `run_changes` overwrite workflow_run fields."""
-    full_name = repository or fake.full_name
-    workflow_run: dict[str, Any] = {
-        "id": run.id,
-        "name": run.workflow.name,
-        "run_attempt": run.run_attempt,
-        "head_branch": run.head_branch,
-        "head_sha": run.head_sha,
-        "event": run.event,
-        "status": run.status,
-        "conclusion": run.conclusion,
-        "workflow_id": run.workflow.id,
-        "path": run.workflow.path,
-        "repository": {"full_name": full_name},
-        "head_repository": {"full_name": run.head_repository},
-    }
-    for key, change in run_changes.items():
-        workflow_run[key] = {"full_name": change} if key == "head_repository" else change
-    return {
-        "action": "completed",
-        "workflow_run": workflow_run,
-        "workflow": {"id": run.workflow.id, "path": run.workflow.path},
-        "repository": {"full_name": full_name},
-        "sender": {"login": "octocat"},
-    }
 
 
 async def deliver(
@@ -79,14 +43,8 @@ async def deliver(
     signature: str | None = None,
     signed: bool = True,
 ) -> tuple[int, Any]:
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-        "User-Agent": "GitHub-Hookshot/044aadd",
-    }
-    if signed:
-        headers["X-Hub-Signature-256"] = signature or sign(body)
+    signature = (signature or webhook_signature(body, SECRET)) if signed else None
+    headers = delivery_headers(event=event, delivery=delivery, signature=signature)
     return await stack.post("/webhooks/github", body, headers)
 
 
@@ -97,12 +55,6 @@ def encoded(payload: dict[str, Any]) -> bytes:
 def untouched(fake: FakeGitHub) -> bool:
     """GitHub and its blob host saw no request at all."""
     return sum(fake.requests.values()) == 0 and not fake.blob_requests
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGitHub]:
-    async with running_fake_github() as github:
-        yield github
 
 
 @pytest.fixture
@@ -158,8 +110,8 @@ async def test_githubs_example_answers_ping_over_http(models_dir: Path, fake: Fa
 
 WRONG_SIGNATURES: dict[str, Callable[[bytes], str | None]] = {
     "missing": lambda _body: None,
-    "other-body": lambda body: sign(body + b" "),
-    "other-secret": lambda body: sign(body, secret="another secret"),
+    "other-body": lambda body: webhook_signature(body + b" ", SECRET),
+    "other-secret": lambda body: webhook_signature(body, "another secret"),
     "zeros": lambda _body: "sha256=" + "0" * 64,
 }
 
@@ -186,7 +138,7 @@ async def test_without_a_secret_the_endpoint_is_off(models_dir: Path, fake: Fake
         run = new_model_run(fake, "2.0.0")
         body = encoded(workflow_run_payload(fake, run))
 
-        status, _ = await deliver(stack, body, signature=sign(body, secret=""))
+        status, _ = await deliver(stack, body, signature=webhook_signature(body, ""))
         await stack.webhooks.drain()
 
     assert status == 404

@@ -13,14 +13,19 @@ Use it through ``running_fake_github()``::
         run = github.add_run()
         github.add_artifact(run, content=make_zip({"unified_brain.onnx": b"..."}))
         client = GitHubActionsClient(session, github.settings())
+
+It also writes the ``workflow_run`` webhook delivery GitHub would send for one of its runs
+(``workflow_run_payload``, ``webhook_signature``, ``delivery_headers``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import itertools
 import time
+import uuid
 import zipfile
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -639,3 +644,58 @@ async def running_fake_github(**options: Any) -> AsyncIterator[FakeGitHub]:
         github.api_url = str(api.make_url("")).rstrip("/")
         github.blob.base_url = str(blob.make_url("")).rstrip("/")
         yield github
+
+
+# -- webhook deliveries, as GitHub sends them ---------------------------------------------------
+
+
+def workflow_run_payload(
+    fake: FakeGitHub, run: FakeRun, *, repository: str | None = None, **run_changes: Any
+) -> dict[str, Any]:
+    """A ``workflow_run`` delivery as GitHub sends it (the fields this project reads, and a
+    few it does not), for `run` of the fake; `run_changes` overwrite workflow_run fields."""
+    full_name = repository or fake.full_name
+    workflow_run: dict[str, Any] = {
+        "id": run.id,
+        "name": run.workflow.name,
+        "run_attempt": run.run_attempt,
+        "head_branch": run.head_branch,
+        "head_sha": run.head_sha,
+        "event": run.event,
+        "status": run.status,
+        "conclusion": run.conclusion,
+        "workflow_id": run.workflow.id,
+        "path": run.workflow.path,
+        "repository": {"full_name": full_name},
+        "head_repository": {"full_name": run.head_repository},
+    }
+    for key, change in run_changes.items():
+        workflow_run[key] = {"full_name": change} if key == "head_repository" else change
+    return {
+        "action": "completed",
+        "workflow_run": workflow_run,
+        "workflow": {"id": run.workflow.id, "path": run.workflow.path},
+        "repository": {"full_name": full_name},
+        "sender": {"login": "octocat"},
+    }
+
+
+def webhook_signature(body: bytes, secret: str | bytes) -> str:
+    """The ``X-Hub-Signature-256`` GitHub sends with `body` for a hook whose secret is `secret`."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def delivery_headers(
+    *, event: str = "workflow_run", delivery: str | None = None, signature: str | None = None
+) -> dict[str, str]:
+    """The headers of a JSON webhook delivery; unsigned when `signature` is None."""
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "User-Agent": "GitHub-Hookshot/044aadd",
+    }
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    return headers
