@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: make `tests` importable
 from _report import Figure, print_figures  # noqa: E402 - beside this script
 
 from app.brain.models import SwapEvent  # noqa: E402
+from app.process import reexec_with_malloc_tunables, settle_heap  # noqa: E402
 from tests.artifacts import MODEL_NAME, model_artifact  # noqa: E402
 from tests.fakes.github import (  # noqa: E402
     FakeArtifact,
@@ -197,6 +198,7 @@ async def measure(args: argparse.Namespace, work: Path) -> Figures:
         )
         async with running_ops(settings) as stack:
             bot = Bot(fake, stack, zips)
+            settle_heap()  # as `python -m app` does once it has started
             for index in range(args.repeats + 1):  # the first pays one-off costs: not counted
                 live = {}
                 accepted, live[NOTIFIED], artifact = await bot.webhook_to_live(NOTIFIED)
@@ -269,4 +271,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_malloc_tunables()  # measure the process as `python -m app` runs it
     raise SystemExit(main())
