@@ -521,6 +521,22 @@ async def test_an_exhausted_rate_limit_waits_until_its_reset(github, make_client
     assert int(client.rate_limit_reset.timestamp()) == github.rate_limit_reset
 
 
+async def test_no_request_is_spent_until_an_exhausted_rate_limit_resets(github, make_client):
+    github.add_run()
+    github.exhaust_rate_limit(reset_in=120)
+    client = make_client()
+    with pytest.raises(RateLimited):
+        await all_runs(client)
+    sent = sum(github.requests.values())
+
+    with pytest.raises(RateLimited) as raised:
+        await all_runs(client)
+
+    assert sum(github.requests.values()) == sent  # refused here, not by GitHub
+    assert 100 <= raised.value.retry_after <= 120
+    assert "not sent" in str(raised.value)
+
+
 async def test_a_refused_token_is_an_authentication_error(github, session):
     github.add_run()
     client = GitHubActionsClient(session, github.settings(token=SecretStr("ghp_wrong_token")))

@@ -333,6 +333,8 @@ class GitHubActionsClient:
         authorize: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One GET, redirects not followed; transport failures become ``UpstreamError``."""
+        if url.origin() == self._api.origin():
+            self._refuse_while_exhausted(url)
         headers = {**self._headers(url, authorize=authorize), **(extra_headers or {})}
         self.requests_sent += 1
         try:
@@ -344,6 +346,18 @@ class GitHubActionsClient:
             raise UpstreamError(
                 f"GET {_shown(url)} failed: {type(error).__name__}", status=None
             ) from error
+
+    def _refuse_while_exhausted(self, url: URL) -> None:
+        """GitHub said no requests are left until the reset: do not spend one to hear it again."""
+        if self.rate_limit_remaining != 0 or self.rate_limit_reset is None:
+            return
+        wait = self.rate_limit_reset.timestamp() - self._clock()
+        if wait > 0:
+            raise RateLimited(
+                f"GET {_shown(url)} not sent: GitHub's rate limit is used up until "
+                f"{self.rate_limit_reset:%H:%M:%S} UTC",
+                retry_after=wait,
+            )
 
     def _observe_rate_limit(self, headers: Mapping[str, str]) -> None:
         status = RateLimitStatus.from_headers(headers)
