@@ -213,3 +213,22 @@ async def test_a_brain_whose_model_does_not_fit_does_not_start(
     with pytest.raises(ModelError, match=r"memory\.limit_mb"):
         await brain.start()
     assert not brain.loaded
+
+
+async def test_at_start_up_each_slot_counts_the_slots_loaded_before_it(
+    tmp_path: Path, model_file: Any
+) -> None:
+    # Two 3 MB models: each alone needs about 6.3 MB to build and fits under 8 MB, but the
+    # second one is built beside the first (about 3.3 MB resident) and does not.
+    models_dir = tmp_path / "two-slots"
+    models_dir.mkdir()
+    model_file("a.onnx", padding_mb=3).replace(models_dir / f"{SLOT}.onnx")
+    model_file("b.onnx", padding_mb=3, seed=2).replace(models_dir / "risk.onnx")
+    slots = {SLOT: {"path": f"{SLOT}.onnx"}, "risk": {"path": "risk.onnx"}}
+    settings = make_settings(models_dir, brain={"slots": slots})
+    brain = TradingBrain(
+        settings.brain, ModelStore(settings.models_dir), memory_guard=guard(SMALL_LIMIT_MB)
+    )
+
+    with pytest.raises(ModelError, match=r"slot 'risk'.*memory\.limit_mb"):
+        await brain.start()

@@ -125,11 +125,11 @@ class TradingBrain:
             with self._store.write_lock():
                 self._store.recover_interrupted_install()
                 self._store.clear_staging()
-        models = {}
+        models: dict[str, LoadedModel] = {}
         for slot, slot_settings in self._settings.slots.items():
             path = self._store.path_of(slot_settings.path)
             try:
-                models[slot] = self._load(slot, path, serving=None, version=None)
+                models[slot] = self._load(slot, path, serving=None, version=None, alongside=models)
             except ModelError as error:
                 raise ModelError(f"slot {slot!r} cannot start from {path}: {error}") from None
         return BrainSnapshot.of(models, self._settings.decision_slot)
@@ -151,11 +151,16 @@ class TradingBrain:
         version: str | None,
         installed_at: Path | None = None,
         known_sha256: str | None = None,
+        alongside: Mapping[str, LoadedModel] | None = None,
     ) -> LoadedModel:
-        """Validate `path` for `slot`; hashing (unless known) runs beside session construction."""
+        """Validate `path` for `slot`; hashing (unless known) runs beside session construction.
+
+        `alongside`: the models loaded so far at start-up (else the serving snapshot's), which
+        the memory guard counts as already in memory.
+        """
         check_file(path)
         if self._memory_guard is not None:
-            loaded = {} if self._snapshot is None else self._snapshot.models
+            loaded = alongside if alongside is not None else self.snapshot.models
             self._memory_guard.check_room(
                 slot, path.stat().st_size, {s: m.size_bytes for s, m in loaded.items()}
             )
