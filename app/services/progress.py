@@ -23,6 +23,10 @@ class DownloadProgress:
             leave=False,
         )
 
+    @property
+    def received(self) -> int:
+        return int(self._bar.n)
+
     def update_to(self, received: int) -> None:
         self._bar.update(received - self._bar.n)
 
