@@ -21,6 +21,9 @@ from tests.fakes.github import FakeGitHub, running_fake_github
 from tests.onnx_models import decision_model, save
 from tests.smtp_server import Inbox, serving
 
+# The sync service graph (`start_host`, `host`) that the test_sync_* modules share.
+pytest_plugins = ("tests.sync_host",)
+
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = ROOT / "models" / "unified_brain.onnx"
 

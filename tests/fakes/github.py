@@ -14,18 +14,17 @@ Use it through ``running_fake_github()``::
         github.add_artifact(run, content=make_zip({"unified_brain.onnx": b"..."}))
         client = GitHubActionsClient(session, github.settings())
 
-It also writes the ``workflow_run`` webhook delivery GitHub would send for one of its runs
-(``workflow_run_payload``, ``webhook_signature``, ``delivery_headers``).
+The JSON bodies it answers with, and the ``workflow_run`` webhook delivery GitHub would send for
+one of its runs (``workflow_run_payload``, ``webhook_signature``, ``delivery_headers``, imported
+from here too), are built in ``tests/fakes/github_payloads.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import itertools
 import time
-import uuid
 import zipfile
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -41,6 +40,32 @@ from yarl import URL
 
 from app.settings import GitHubSettings
 from tests.fakes.blobhost import BlobRequest, FakeBlobHost
+from tests.fakes.github_payloads import (
+    artifact_json,
+    delivery_headers,
+    run_json,
+    webhook_signature,
+    workflow_run_payload,
+)
+
+# The public names; the webhook builders live in github_payloads and are re-exported here.
+__all__ = [
+    "DOWNLOAD_ARTIFACT",
+    "GET_ARTIFACT",
+    "GET_RUN",
+    "LIST_ARTIFACTS",
+    "LIST_RUNS",
+    "FakeArtifact",
+    "FakeGitHub",
+    "FakeRun",
+    "FakeWorkflow",
+    "RecordedRequest",
+    "delivery_headers",
+    "make_zip",
+    "running_fake_github",
+    "webhook_signature",
+    "workflow_run_payload",
+]
 
 # Endpoint names, used to count requests and to aim injected faults.
 LIST_RUNS: Final = "list_runs"
@@ -72,10 +97,6 @@ def make_zip(files: Mapping[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(slots=True)
@@ -357,7 +378,7 @@ class FakeGitHub:
         runs.sort(key=lambda run: (run.created_at, run.id), reverse=True)
         page, link = _paginate(request, runs)
         base = request.url.origin()
-        body = {"total_count": len(runs), "workflow_runs": [_run_json(base, run) for run in page]}
+        body = {"total_count": len(runs), "workflow_runs": [run_json(base, run) for run in page]}
         return web.json_response(body, headers=link)
 
     def _workflow(self, workflow_id: str) -> FakeWorkflow | None:
@@ -370,7 +391,7 @@ class FakeGitHub:
         run = self.runs.get(int(request.match_info["run_id"]))
         if run is None or not self._ours(request):
             return _error(404, "Not Found")
-        return web.json_response(_run_json(request.url.origin(), run))
+        return web.json_response(run_json(request.url.origin(), run))
 
     async def _list_artifacts(self, request: web.Request) -> web.Response:
         run = self.runs.get(int(request.match_info["run_id"]))
@@ -382,7 +403,7 @@ class FakeGitHub:
         base = request.url.origin()
         body = {
             "total_count": len(artifacts),
-            "artifacts": [_artifact_json(base, self.runs[a.run_id], a) for a in page],
+            "artifacts": [artifact_json(base, self.runs[a.run_id], a) for a in page],
         }
         return web.json_response(body, headers=link)
 
@@ -391,7 +412,7 @@ class FakeGitHub:
         if artifact is None or not self._ours(request):
             return _error(404, "Not Found")
         run = self.runs[artifact.run_id]
-        return web.json_response(_artifact_json(request.url.origin(), run, artifact))
+        return web.json_response(artifact_json(request.url.origin(), run, artifact))
 
     async def _download(self, request: web.Request) -> web.Response:
         artifact = self.artifacts.get(int(request.match_info["artifact_id"]))
@@ -463,176 +484,6 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
-# -- JSON bodies, shaped as GitHub's schemas `workflow-run` and `artifact` require ---------------
-
-_REPOSITORY_URLS = {
-    "archive_url": "/{archive_format}{/ref}",
-    "assignees_url": "/assignees{/user}",
-    "blobs_url": "/git/blobs{/sha}",
-    "branches_url": "/branches{/branch}",
-    "collaborators_url": "/collaborators{/collaborator}",
-    "comments_url": "/comments{/number}",
-    "commits_url": "/commits{/sha}",
-    "compare_url": "/compare/{base}...{head}",
-    "contents_url": "/contents/{+path}",
-    "contributors_url": "/contributors",
-    "deployments_url": "/deployments",
-    "downloads_url": "/downloads",
-    "events_url": "/events",
-    "forks_url": "/forks",
-    "git_commits_url": "/git/commits{/sha}",
-    "git_refs_url": "/git/refs{/sha}",
-    "git_tags_url": "/git/tags{/sha}",
-    "hooks_url": "/hooks",
-    "issue_comment_url": "/issues/comments{/number}",
-    "issue_events_url": "/issues/events{/number}",
-    "issues_url": "/issues{/number}",
-    "keys_url": "/keys{/key_id}",
-    "labels_url": "/labels{/name}",
-    "languages_url": "/languages",
-    "merges_url": "/merges",
-    "milestones_url": "/milestones{/number}",
-    "notifications_url": "/notifications{?since,all,participating}",
-    "pulls_url": "/pulls{/number}",
-    "releases_url": "/releases{/id}",
-    "stargazers_url": "/stargazers",
-    "statuses_url": "/statuses/{sha}",
-    "subscribers_url": "/subscribers",
-    "subscription_url": "/subscription",
-    "tags_url": "/tags",
-    "teams_url": "/teams",
-    "trees_url": "/git/trees{/sha}",
-}
-_USER_URLS = {
-    "events_url": "/events{/privacy}",
-    "followers_url": "/followers",
-    "following_url": "/following{/other_user}",
-    "gists_url": "/gists{/gist_id}",
-    "organizations_url": "/orgs",
-    "received_events_url": "/received_events",
-    "repos_url": "/repos",
-    "starred_url": "/starred{/owner}{/repo}",
-    "subscriptions_url": "/subscriptions",
-}
-
-
-def _stable_id(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-
-
-def _user_json(base: URL, login: str) -> dict[str, Any]:
-    user_id = _stable_id(login)
-    url = f"{base}/users/{login}"
-    return {
-        "login": login,
-        "id": user_id,
-        "node_id": f"U_{user_id}",
-        "avatar_url": f"https://avatars.githubusercontent.com/u/{user_id}?v=4",
-        "gravatar_id": "",
-        "url": url,
-        "html_url": f"https://github.com/{login}",
-        "type": "Organization",
-        "site_admin": False,
-        **{key: url + suffix for key, suffix in _USER_URLS.items()},
-    }
-
-
-def _repository_json(base: URL, full_name: str) -> dict[str, Any]:
-    owner, name = full_name.split("/")
-    repository_id = _stable_id(full_name)
-    url = f"{base}/repos/{full_name}"
-    return {
-        "id": repository_id,
-        "node_id": f"R_{repository_id}",
-        "name": name,
-        "full_name": full_name,
-        "owner": _user_json(base, owner),
-        "private": True,
-        "html_url": f"https://github.com/{full_name}",
-        "description": None,
-        "fork": False,
-        "url": url,
-        **{key: url + suffix for key, suffix in _REPOSITORY_URLS.items()},
-    }
-
-
-def _run_json(base: URL, run: FakeRun) -> dict[str, Any]:
-    url = f"{base}/repos/{run.repository}/actions/runs/{run.id}"
-    created = _timestamp(run.created_at)
-    actor = _user_json(base, run.head_repository.split("/")[0])
-    return {
-        "id": run.id,
-        "name": run.workflow.name,
-        "node_id": f"WFR_{run.id}",
-        "check_suite_id": run.id * 10,
-        "check_suite_node_id": f"CS_{run.id * 10}",
-        "head_branch": run.head_branch,
-        "head_sha": run.head_sha,
-        "path": run.workflow.path,
-        "display_title": f"{run.workflow.name} #{run.id}",
-        "run_number": run.id - 1000,
-        "run_attempt": run.run_attempt,
-        "event": run.event,
-        "status": run.status,
-        "conclusion": run.conclusion,
-        "workflow_id": run.workflow.id,
-        "url": url,
-        "html_url": f"https://github.com/{run.repository}/actions/runs/{run.id}",
-        "pull_requests": [],  # GitHub leaves this empty for runs from forks
-        "created_at": created,
-        "updated_at": created,
-        "run_started_at": created,
-        "actor": actor,
-        "triggering_actor": actor,
-        "referenced_workflows": [],
-        "jobs_url": f"{url}/jobs",
-        "logs_url": f"{url}/logs",
-        "check_suite_url": f"{base}/repos/{run.repository}/check-suites/{run.id * 10}",
-        "artifacts_url": f"{url}/artifacts",
-        "cancel_url": f"{url}/cancel",
-        "rerun_url": f"{url}/rerun",
-        "previous_attempt_url": f"{url}/attempts/{run.run_attempt - 1}"
-        if run.run_attempt > 1
-        else None,
-        "workflow_url": f"{base}/repos/{run.repository}/actions/workflows/{run.workflow.id}",
-        "head_commit": {
-            "id": run.head_sha,
-            "tree_id": hashlib.sha1(run.head_sha.encode()).hexdigest(),
-            "message": "Retrain models",
-            "timestamp": created,
-            "author": {"name": "Trainer", "email": "trainer@example.com"},
-            "committer": {"name": "GitHub", "email": "noreply@github.com"},
-        },
-        "repository": _repository_json(base, run.repository),
-        "head_repository": _repository_json(base, run.head_repository),
-        "head_repository_id": _stable_id(run.head_repository),
-    }
-
-
-def _artifact_json(base: URL, run: FakeRun, artifact: FakeArtifact) -> dict[str, Any]:
-    url = f"{base}/repos/{run.repository}/actions/artifacts/{artifact.id}"
-    return {
-        "id": artifact.id,
-        "node_id": f"MDg6QXJ0aWZhY3Q{artifact.id}",
-        "name": artifact.name,
-        "size_in_bytes": len(artifact.content),
-        "url": url,
-        "archive_download_url": f"{url}/zip",
-        "expired": artifact.expired,
-        "created_at": _timestamp(artifact.created_at),
-        "updated_at": _timestamp(artifact.created_at),
-        "expires_at": _timestamp(artifact.created_at + timedelta(days=90)),
-        "digest": artifact.digest,
-        "workflow_run": {
-            "id": run.id,
-            "repository_id": _stable_id(run.repository),
-            "head_repository_id": _stable_id(run.head_repository),
-            "head_branch": run.head_branch,
-            "head_sha": run.head_sha,
-        },
-    }
-
-
 @asynccontextmanager
 async def running_fake_github(**options: Any) -> AsyncIterator[FakeGitHub]:
     """A ``FakeGitHub`` served on 127.0.0.1, its blob host on 127.0.0.2; both stop on exit."""
@@ -644,58 +495,3 @@ async def running_fake_github(**options: Any) -> AsyncIterator[FakeGitHub]:
         github.api_url = str(api.make_url("")).rstrip("/")
         github.blob.base_url = str(blob.make_url("")).rstrip("/")
         yield github
-
-
-# -- webhook deliveries, as GitHub sends them ---------------------------------------------------
-
-
-def workflow_run_payload(
-    fake: FakeGitHub, run: FakeRun, *, repository: str | None = None, **run_changes: Any
-) -> dict[str, Any]:
-    """A ``workflow_run`` delivery as GitHub sends it (the fields this project reads, and a
-    few it does not), for `run` of the fake; `run_changes` overwrite workflow_run fields."""
-    full_name = repository or fake.full_name
-    workflow_run: dict[str, Any] = {
-        "id": run.id,
-        "name": run.workflow.name,
-        "run_attempt": run.run_attempt,
-        "head_branch": run.head_branch,
-        "head_sha": run.head_sha,
-        "event": run.event,
-        "status": run.status,
-        "conclusion": run.conclusion,
-        "workflow_id": run.workflow.id,
-        "path": run.workflow.path,
-        "repository": {"full_name": full_name},
-        "head_repository": {"full_name": run.head_repository},
-    }
-    for key, change in run_changes.items():
-        workflow_run[key] = {"full_name": change} if key == "head_repository" else change
-    return {
-        "action": "completed",
-        "workflow_run": workflow_run,
-        "workflow": {"id": run.workflow.id, "path": run.workflow.path},
-        "repository": {"full_name": full_name},
-        "sender": {"login": "octocat"},
-    }
-
-
-def webhook_signature(body: bytes, secret: str | bytes) -> str:
-    """The ``X-Hub-Signature-256`` GitHub sends with `body` for a hook whose secret is `secret`."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
-
-
-def delivery_headers(
-    *, event: str = "workflow_run", delivery: str | None = None, signature: str | None = None
-) -> dict[str, str]:
-    """The headers of a JSON webhook delivery; unsigned when `signature` is None."""
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-        "User-Agent": "GitHub-Hookshot/044aadd",
-    }
-    if signature is not None:
-        headers["X-Hub-Signature-256"] = signature
-    return headers
