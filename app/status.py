@@ -13,11 +13,11 @@ from app.services.state import StateStore
 
 def status_report(brain: TradingBrain, state: StateStore) -> dict[str, Any]:
     """Active models with provenance, their backups, and the last sync, as plain data."""
-    current = state.load()
-    last = current.last_sync
+    installed = state.read_installed()  # fresh: another process may have installed
+    last = state.state.last_sync  # not load(): that would drop a running cycle's changes
     models = {}
     for slot, model in brain.snapshot.models.items():
-        provenance = current.installed.get(slot)
+        provenance = installed.get(slot)
         matches = provenance is not None and provenance.sha256 == model.sha256
         models[slot] = {
             "path": str(model.path),

@@ -271,6 +271,11 @@ class StateStore:
             return None
         return (provenance.run_id, provenance.run_attempt or 1)
 
+    def read_installed(self) -> dict[str, Provenance]:
+        """The provenance files as they are on disk now; the in-memory state is left alone
+        (a reader such as ``/status`` must not drop what a running cycle has not flushed)."""
+        return self._read_provenance_files()
+
     def processed_artifact_ids(self) -> set[int]:
         """Artifacts not to download again: all but those that failed for a transient reason."""
         return {
