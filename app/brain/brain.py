@@ -28,6 +28,7 @@ from app.brain.models import (
     LoadedModel,
     SwapEvent,
     SwapResult,
+    version_label,
 )
 from app.brain.runtime import FileIdentity
 from app.brain.store import ModelStore, PlannedInstall
@@ -49,10 +50,6 @@ class MemoryGuard(Protocol):
     """Refuses a candidate that would not fit beside the models already loaded."""
 
     def check_room(self, slot: str, candidate_bytes: int, loaded: Mapping[str, int]) -> None: ...
-
-
-def _version(declared: str | None, given: str | None, sha256: str) -> str:
-    return given or declared or sha256[:12]
 
 
 class TradingBrain:
@@ -182,7 +179,7 @@ class TradingBrain:
             slot=slot,
             path=final,
             sha256=sha256,
-            version=_version(validated.declared_version, version, sha256),
+            version=version_label(sha256, version, validated.declared_version),
             size_bytes=path.stat().st_size,
             signature=validated.signature,
             identity=FileIdentity.of(path),

@@ -12,6 +12,12 @@ from app.brain.runtime import FileIdentity
 from app.brain.signature import ModelSignature
 
 
+def version_label(sha256: str, *named: str | None) -> str:
+    """A model's version: the first name given (producer's, then the file's own), else the
+    first 12 hex digits of its SHA-256."""
+    return next((name for name in named if name), sha256[:12])
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     """A validated, warmed-up model serving one slot."""

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from app.brain.brain import TradingBrain
-from app.brain.models import Candidate, SwapResult
+from app.brain.models import Candidate, SwapResult, version_label
 from app.errors import ArtifactError, ArtifactTooLarge, ChecksumMismatch, ModelError
 from app.fsutil import replace_durably
 from app.services.extraction import ExtractionLimits, extract_artifact
@@ -151,9 +151,7 @@ class ArtifactInstaller:
         lock = store.acquire_write_lock() if store else None
         try:
             for relative in self._other_files(manifest, assignment):
-                target = self._models_dir / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                replace_durably(manifest.root / relative, target)
+                _place(manifest.root / relative, self._models_dir / relative)
         finally:
             if lock is not None:
                 lock.release()
@@ -161,19 +159,15 @@ class ArtifactInstaller:
     def _install_files_only(
         self, manifest: ArtifactManifest, assignment: SlotAssignment, origin: Origin
     ) -> InstallOutcome:
-        for slot, model in assignment.by_slot.items():
-            target = self._models_dir / self._settings.brain.slots[slot].path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            replace_durably(manifest.root / model.path, target)
-        self._place_other_files(manifest, assignment)
         versions = {}
         for slot, model in assignment.by_slot.items():
-            version = model.version or model.sha256[:12]
-            versions[slot] = version
-            path = self._models_dir / self._settings.brain.slots[slot].path
+            target = self._models_dir / self._settings.brain.slots[slot].path
+            _place(manifest.root / model.path, target)
+            versions[slot] = version_label(model.sha256, model.version)
             self._state.record_installed(
-                self._provenance(slot, path, model.sha256, version, origin)
+                self._provenance(slot, target, model.sha256, versions[slot], origin)
             )
+        self._place_other_files(manifest, assignment)
         return InstallOutcome("installed", "installed (no brain to hot-swap)", "ok", versions)
 
     def record(self, result: SwapResult, origin: Origin) -> dict[str, str]:
@@ -197,3 +191,9 @@ class ArtifactInstaller:
             installed_at=self._clock(),
             **dataclasses.asdict(origin),
         )
+
+
+def _place(source: Path, target: Path) -> None:
+    """Move a verified file from the work folder to its place under models/, atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replace_durably(source, target)
