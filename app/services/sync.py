@@ -29,14 +29,13 @@ from app.brain.lock import DirectoryLock
 from app.errors import (
     ArtifactError,
     ArtifactExpired,
-    ArtifactTooLarge,
     ChecksumMismatch,
     ModelsDirectoryLocked,
     UpstreamError,
 )
 from app.services.github import GitHubActionsClient
 from app.services.github_types import Artifact, WorkflowRun
-from app.services.installer import ArtifactInstaller, InstallOutcome, Origin
+from app.services.installer import ArtifactInstaller, InstallOutcome, Origin, reason_code
 from app.services.selection import (
     ArtifactCandidate,
     SelectionPolicy,
@@ -351,14 +350,11 @@ class CloudModelSynchronizationService:
             except ArtifactExpired as error:
                 yield None, InstallOutcome("expired", str(error), "expired")
                 return
-            except ChecksumMismatch as error:
+            except ChecksumMismatch as error:  # here the zip's digest, not a metadata checksum
                 yield None, InstallOutcome("rejected", str(error), "digest_mismatch")
                 return
-            except ArtifactTooLarge as error:
-                yield None, InstallOutcome("rejected", str(error), "too_large")
-                return
             except ArtifactError as error:
-                yield None, InstallOutcome("rejected", str(error), "other")
+                yield None, InstallOutcome("rejected", str(error), reason_code(error))
                 return
             except UpstreamError as error:
                 yield None, InstallOutcome("failed", str(error), "download_failed")
