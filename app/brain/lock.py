@@ -7,11 +7,9 @@ so that the refused process can say who holds it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from app.errors import ModelsDirectoryLocked
@@ -28,7 +26,7 @@ def _holder(lock_path: Path) -> str:
 
 
 class DirectoryLock:
-    """A held write lock; `release()` it (or use `models_directory_lock`)."""
+    """The held write lock; `release()` it (ModelStore.write_lock wraps it for `with`)."""
 
     def __init__(self, lock_path: Path, *, wait_seconds: float = 0) -> None:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,13 +57,3 @@ class DirectoryLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-
-
-@contextlib.contextmanager
-def models_directory_lock(lock_path: Path, *, wait_seconds: float = 0) -> Iterator[None]:
-    """Hold the write lock, waiting up to `wait_seconds`; else raise ModelsDirectoryLocked."""
-    lock = DirectoryLock(lock_path, wait_seconds=wait_seconds)
-    try:
-        yield
-    finally:
-        lock.release()
