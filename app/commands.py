@@ -138,11 +138,10 @@ async def install(container: Application, args: argparse.Namespace) -> int:
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:
     """Restore a backup through the validated install path."""
-    brain = await _started_brain(container)
+    await _started_brain(container)
+    installer: ArtifactInstaller = container.core.installer()
     try:
-        result = await brain.rollback(args.slot, args.backup)
-        restored = args.backup or "the previous backup"
-        await _record(container, result, Origin("rollback", artifact_name=restored))
+        result = await installer.roll_back(args.slot, args.backup)
     finally:
         await _shutdown(container)  # lets the rollback alert go out
     return _report(result, "rolled back")

@@ -27,7 +27,7 @@ from loguru import logger
 
 from app.brain.brain import TradingBrain
 from app.brain.runtime import FileIdentity
-from app.services.installer import ArtifactInstaller, Origin
+from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
 from app.services.resilience import ProductionResilienceService
 from app.services.state import StateStore
@@ -177,12 +177,8 @@ class OpsServer:
                 return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(body, dict):
             return web.json_response({"error": "body must be a JSON object"}, status=400)
-        result = await self._brain.rollback(body.get("slot"), body.get("to"))
+        result = await self._installer.roll_back(body.get("slot"), body.get("to"))
         if not result.ok:
             return web.json_response({"ok": False, "reason": result.reason}, status=409)
-        restored = body.get("to") or "previous backup"
-        await asyncio.to_thread(
-            self._installer.record, result, Origin("rollback", artifact_name=restored)
-        )
         versions = {slot: model.version for slot, model in result.installed.items()}
         return web.json_response({"ok": True, "reason": result.reason, "versions": versions})

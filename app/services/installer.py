@@ -170,6 +170,16 @@ class ArtifactInstaller:
         self._place_other_files(manifest, assignment)
         return InstallOutcome("installed", "installed (no brain to hot-swap)", "ok", versions)
 
+    async def roll_back(self, slot: str | None, backup: str | None) -> SwapResult:
+        """Restore a backup through the brain's checks, and record where it came from."""
+        if self._brain is None:
+            return SwapResult(ok=False, reason="there is no trading brain to roll back")
+        result = await self._brain.rollback(slot, backup)
+        if result.ok and result.installed:
+            origin = Origin("rollback", artifact_name=backup or "the previous backup")
+            await asyncio.to_thread(self.record, result, origin)
+        return result
+
     def record(self, result: SwapResult, origin: Origin) -> dict[str, str]:
         """Write the provenance of every model `result` installed; their versions by slot."""
         versions = {}
