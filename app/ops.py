@@ -26,7 +26,6 @@ from aiohttp import web
 from loguru import logger
 
 from app.brain.brain import TradingBrain
-from app.brain.runtime import FileIdentity
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
 from app.services.resilience import ProductionResilienceService
@@ -100,12 +99,10 @@ class OpsServer:
     def _not_ready_reason(self) -> str | None:
         if not self._brain.loaded:
             return "the brain has not loaded its models"
-        for slot, model in self._brain.snapshot.models.items():
-            try:
-                if FileIdentity.of(model.path) != model.identity:
-                    return f"slot {slot}: the file on disk is not the model serving"
-            except FileNotFoundError:
-                return f"slot {slot}: {model.path} is missing"
+        for slot, how in self._brain.disk_differences().items():
+            if how == "missing":
+                return f"slot {slot}: {self._brain.snapshot.models[slot].path} is missing"
+            return f"slot {slot}: the file on disk is not the model serving"
         return None
 
     async def _readyz(self, _request: web.Request) -> web.Response:

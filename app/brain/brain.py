@@ -415,15 +415,20 @@ class TradingBrain:
         self._tell(SwapEvent("refreshed", result, "disk", tuple(fresh)))
         return list(fresh)
 
-    def _changed_slots(self) -> list[str]:
-        changed = []
+    def disk_differences(self) -> dict[str, str]:
+        """Slots whose file on disk is not the model serving: "replaced" or "missing" (blocking)."""
+        differences = {}
         for slot, model in self.snapshot.models.items():
             try:
                 if FileIdentity.of(model.path) != model.identity:
-                    changed.append(slot)
+                    differences[slot] = "replaced"
             except FileNotFoundError:
-                continue  # a replace is atomic; a missing file is someone's mistake, keep serving
-        return changed
+                differences[slot] = "missing"
+        return differences
+
+    def _changed_slots(self) -> list[str]:
+        # A replace is atomic; a missing file is someone's mistake: keep serving, load nothing.
+        return [slot for slot, how in self.disk_differences().items() if how == "replaced"]
 
     def _load_changed(self, slots: Sequence[str]) -> dict[str, LoadedModel]:
         current = self.snapshot
