@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
@@ -13,11 +12,13 @@ from app.brain.models import Candidate, SwapResult
 from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
+from app.install.installer import ModelInstaller
+from app.install.records import Origin
 from app.ops import OpsServer
 from app.process import settle_heap
 from app.services.alerts import EmailAlerts
 from app.services.inbox import LocalInbox
-from app.services.installer import ArtifactInstaller, Origin
+from app.services.installer import ArtifactInstaller
 from app.services.progress import download_progress
 from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
@@ -35,10 +36,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+async def _started(
+    container: Application, *, recover: bool = True, strict: bool = False
+) -> ModelInstaller:
+    """The installer with its brain serving: recovered first unless `recover` is False."""
+    models: ModelInstaller | None = container.models()
+    assert models is not None  # the standalone host always has a brain
+    await models.start(recover=recover, strict=strict)
+    return models
+
+
 async def _started_brain(container: Application, *, recover: bool = True) -> TradingBrain:
-    brain: TradingBrain = container.brain()
-    await brain.start(recover=recover)
-    return brain
+    return (await _started(container, recover=recover)).brain
 
 
 async def smoke(container: Application, _args: argparse.Namespace) -> int:
@@ -61,9 +70,9 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
     settings: Settings = container.config()
     try:
         await _start_resources(container)
-        brain = await _started_brain(container)
+        models = await _started(container, strict=True)
         host = BotHost(
-            brain,
+            models,
             tick_seconds=settings.brain.tick_seconds,
             watch_seconds=settings.models.watch_seconds,
         )
@@ -115,22 +124,16 @@ def _report(result: SwapResult, verb: str) -> int:
     return EXIT_OK
 
 
-async def _record(container: Application, result: SwapResult, origin: Origin) -> None:
-    if result.ok and result.installed:
-        installer: ArtifactInstaller = container.core.installer()
-        await asyncio.to_thread(installer.record, result, origin)
-
-
 async def install(container: Application, args: argparse.Namespace) -> int:
     """Validate a model file and hot-swap it in; a running host picks it up from disk."""
-    brain = await _started_brain(container)
-    slot = args.slot or brain.settings.decision_slot
-    if slot not in brain.settings.slots:
+    models = await _started(container)
+    slot = args.slot or models.brain.settings.decision_slot
+    if slot not in models.brain.settings.slots:
         print(f"refused: unknown slot {slot!r}", file=sys.stderr)
         return EXIT_FAILED
+    origin = Origin(source="cli", artifact_name=args.path.name)
     try:
-        result = await brain.swap_in([Candidate(slot, args.path)], source="cli")
-        await _record(container, result, Origin("cli", artifact_name=args.path.name))
+        result = await models.swap_in([Candidate(slot, args.path)], origin=origin)
     finally:
         await _shutdown(container)  # lets the install alert go out
     return _report(result, "installed")
@@ -138,7 +141,7 @@ async def install(container: Application, args: argparse.Namespace) -> int:
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:
     """Restore a backup through the validated install path."""
-    await _started_brain(container)
+    await _started(container)
     installer: ArtifactInstaller = container.core.installer()
     try:
         result = await installer.roll_back(args.slot, args.backup)
@@ -174,9 +177,9 @@ async def sync(container: Application, args: argparse.Namespace) -> int:
 
 
 async def status(container: Application, args: argparse.Namespace) -> int:
-    brain = await _started_brain(container, recover=False)
+    models = await _started(container, recover=False)
     state: StateStore = container.core.state()
-    report = status_report(brain, state)
+    report = status_report(models, state)
     if args.json:
         print_json(report)
         return EXIT_OK
@@ -190,6 +193,8 @@ async def status(container: Application, args: argparse.Namespace) -> int:
                 f"({provenance['artifact_id']}), commit {provenance['head_sha']} "
                 f"on {provenance['branch']}, installed {provenance['installed_at']}"
             )
+        if info["problem"]:
+            print(f"  problem: {info['problem']}")
         backups = info["backups"]
         print(f"  backups ({len(backups)}): {', '.join(backups) or 'none'}")
     last = report["last_sync"]

@@ -20,7 +20,7 @@ import aiohttp
 from dependency_injector import containers, providers
 
 from app.brain.brain import TradingBrain
-from app.brain.store import ModelStore
+from app.install.installer import ModelInstaller
 from app.ops import OpsServer
 from app.services.alerts import EmailAlerts
 from app.services.github import GitHubActionsClient
@@ -54,30 +54,22 @@ async def http_session(timeout_seconds: float) -> AsyncIterator[aiohttp.ClientSe
         yield session
 
 
-def model_store(settings: Settings) -> ModelStore:
-    return ModelStore(settings.models_dir, lock_wait_seconds=settings.models.lock_wait_seconds)
+def trading_brain(settings: Settings, memory: MLMemoryManager | None = None) -> TradingBrain:
+    return TradingBrain(settings.brain, memory_guard=memory)
 
 
-def trading_brain(
-    settings: Settings, store: ModelStore, memory: MLMemoryManager | None = None
-) -> TradingBrain:
-    return TradingBrain(
-        settings.brain,
-        store,
-        backup_retention=settings.models.backup_retention,
-        memory_guard=memory,
-    )
+def model_installer(settings: Settings, brain: TradingBrain | None) -> ModelInstaller | None:
+    """The one writer of the models directory, for `brain` (None without a brain)."""
+    return None if brain is None else ModelInstaller(settings, brain)
 
 
-def observed_brain(
-    settings: Settings,
-    store: ModelStore,
-    memory: MLMemoryManager | None,
+def observed_installer(
+    models: ModelInstaller | None,
     monitoring: ProductionMonitoringService | None,
     alerts: EmailAlerts | None,
-) -> TradingBrain:
-    """The standalone host's brain: memory-guarded, with metrics and alerts attached."""
-    return observe_brain(trading_brain(settings, store, memory), monitoring, alerts)
+) -> ModelInstaller | None:
+    """The standalone host's installer, with metrics and alerts attached to it and its brain."""
+    return None if models is None else observe_brain(models, monitoring, alerts)
 
 
 def sync_state(settings: Settings) -> StateStore:
@@ -94,9 +86,9 @@ def github_client(
 
 
 def artifact_installer(
-    settings: Settings, state: StateStore, brain: TradingBrain | None
+    settings: Settings, state: StateStore, models: ModelInstaller | None
 ) -> ArtifactInstaller:
-    return ArtifactInstaller(settings, state, brain)
+    return ArtifactInstaller(settings, state, models)
 
 
 def sync_service(
@@ -141,9 +133,10 @@ class Core(containers.DeclarativeContainer):
     resilience: providers.Dependency[Any] = providers.Dependency(default=providers.Object(None))
     monitoring: providers.Dependency[Any] = providers.Dependency(default=providers.Object(None))
 
+    models = providers.Singleton(model_installer, config, brain)
     state = providers.Singleton(sync_state, config)
     github = providers.Singleton(github_client, config, http, state)
-    installer = providers.Singleton(artifact_installer, config, state, brain)
+    installer = providers.Singleton(artifact_installer, config, state, models)
     sync = providers.Singleton(
         sync_service,
         config,
@@ -162,12 +155,11 @@ class Application(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=Settings)
     http = providers.Resource(http_session, config.provided.resilience.http_timeout_seconds)
-    store = providers.Singleton(model_store, config)
     monitoring = providers.Singleton(ProductionMonitoringService)
     resilience = providers.Singleton(resilience_service, config, monitoring)
     alerts = providers.Singleton(EmailAlerts, config.provided.alerts)
     memory = providers.Singleton(MLMemoryManager, config.provided.memory)
-    brain = providers.Singleton(observed_brain, config, store, memory, monitoring, alerts)
+    brain = providers.Singleton(trading_brain, config, memory)
     core = providers.Container(
         Core,
         config=config,
@@ -176,10 +168,12 @@ class Application(containers.DeclarativeContainer):
         resilience=resilience,
         monitoring=monitoring,
     )
+    # The brain's installer, observed: every swap counted and alerted, whatever its source.
+    models = providers.Singleton(observed_installer, core.models, monitoring, alerts)
     ops = providers.Singleton(
         OpsServer,
         config,
-        brain,
+        models,
         core.state,
         core.installer,
         core.webhooks,

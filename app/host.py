@@ -18,6 +18,7 @@ from loguru import logger
 
 from app.brain.brain import TradingBrain
 from app.feed import synthetic_features
+from app.install.installer import ModelInstaller
 
 STOP_GRACE_SECONDS = 30.0
 
@@ -25,8 +26,11 @@ STOP_GRACE_SECONDS = 30.0
 class BotHost:
     """Background jobs around a started brain, run until `stop()`."""
 
-    def __init__(self, brain: TradingBrain, *, tick_seconds: float, watch_seconds: float) -> None:
-        self._brain = brain
+    def __init__(
+        self, models: ModelInstaller, *, tick_seconds: float, watch_seconds: float
+    ) -> None:
+        self._models = models
+        self._brain: TradingBrain = models.brain
         self._tick_seconds = tick_seconds
         self._watch_seconds = watch_seconds
         self._stop = asyncio.Event()
@@ -83,4 +87,4 @@ class BotHost:
 
     async def _watch_models(self) -> None:
         while not await self.sleep(self._watch_seconds):
-            await self._brain.refresh_from_disk()
+            await self._models.refresh_from_disk()

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from app.brain.brain import TradingBrain
+from app.install.installer import ModelInstaller
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
 from app.services.resilience import ProductionResilienceService
@@ -43,7 +43,7 @@ class OpsServer:
     def __init__(
         self,
         settings: Settings,
-        brain: TradingBrain,
+        models: ModelInstaller,
         state: StateStore,
         installer: ArtifactInstaller,
         webhooks: WebhookDispatcher,
@@ -52,7 +52,8 @@ class OpsServer:
         resilience: ProductionResilienceService | None = None,
     ) -> None:
         self._settings = settings
-        self._brain = brain
+        self._models = models
+        self._brain = models.brain
         self._state = state
         self._installer = installer
         self._webhooks = webhooks
@@ -99,10 +100,8 @@ class OpsServer:
     def _not_ready_reason(self) -> str | None:
         if not self._brain.loaded:
             return "the brain has not loaded its models"
-        for slot, how in self._brain.disk_differences().items():
-            if how == "missing":
-                return f"slot {slot}: {self._brain.snapshot.models[slot].path} is missing"
-            return f"slot {slot}: the file on disk is not the model serving"
+        for slot, why in self._models.disk_differences().items():
+            return f"slot {slot}: {why}"
         return None
 
     async def _readyz(self, _request: web.Request) -> web.Response:
@@ -117,7 +116,7 @@ class OpsServer:
         if self._monitoring is None:
             raise web.HTTPNotFound(text="monitoring is not configured")
         if self._brain.loaded:  # the info metric follows what serves now, with provenance
-            installed = self._state.state.installed
+            installed = await asyncio.to_thread(self._state.read_installed)
             for slot, model in self._brain.snapshot.models.items():
                 provenance = installed.get(slot)
                 run_id = (
@@ -130,7 +129,7 @@ class OpsServer:
         return response
 
     async def _status(self, _request: web.Request) -> web.Response:
-        report = await asyncio.to_thread(status_report, self._brain, self._state)
+        report = await asyncio.to_thread(status_report, self._models, self._state)
         report["breakers"] = self._resilience.breaker_states() if self._resilience else {}
         return web.json_response(report)
 

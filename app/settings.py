@@ -122,6 +122,9 @@ class ModelsSettings(Section):
     require_checksums: bool = False
     lock_wait_seconds: float = Field(default=10, ge=0)
     watch_seconds: float = Field(default=2, gt=0)
+    # A slot whose active file cannot serve at start-up: serve its newest valid backup (and
+    # say so loudly, /readyz 503), or refuse to start.
+    on_bad_active: Literal["fall_back", "refuse"] = "fall_back"
 
 
 class BrainSettings(Section):

@@ -7,27 +7,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.brain.brain import TradingBrain
+from app.install.installer import ModelInstaller
 from app.services.state import StateStore
 
 
-def status_report(brain: TradingBrain, state: StateStore) -> dict[str, Any]:
+def status_report(models: ModelInstaller, state: StateStore) -> dict[str, Any]:
     """Active models with provenance, their backups, and the last sync, as plain data."""
     installed = state.read_installed()  # fresh: another process may have installed
     last = state.state.last_sync  # not load(): that would drop a running cycle's changes
-    models = {}
-    for slot, model in brain.snapshot.models.items():
+    report = {}
+    for slot, model in models.brain.snapshot.models.items():
         provenance = installed.get(slot)
         matches = provenance is not None and provenance.sha256 == model.sha256
-        models[slot] = {
+        report[slot] = {
             "path": str(model.path),
             "sha256": model.sha256,
             "version": model.version,
             "size_bytes": model.size_bytes,
             "provenance": provenance.model_dump(mode="json") if matches and provenance else None,
-            "backups": [path.name for path in brain.backups(slot)],
+            "backups": [path.name for path in models.backups(slot)],
+            "problem": model.fallback_reason,
         }
     return {
-        "models": models,
+        "models": report,
         "last_sync": None if last is None else last.model_dump(mode="json"),
     }

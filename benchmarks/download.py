@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: make `tests` importable
 
 from _report import Figure, print_table  # noqa: E402 - beside this script
 
-from app.containers import Core, http_session, model_store, resolve, trading_brain  # noqa: E402
+from app.containers import Core, http_session, resolve, trading_brain  # noqa: E402
 from app.fsutil import sha256_of_file  # noqa: E402
 from app.services.extraction import ExtractionLimits, extract_artifact  # noqa: E402
 from app.services.github import GitHubActionsClient  # noqa: E402
@@ -452,9 +452,9 @@ class PollingHost:
     async def started(self) -> AsyncIterator[Callable[[], Awaitable[SyncReport]]]:
         """A fresh process's graph (session, brain, state read from disk); yields one poll."""
         async with http_session(HTTP_TIMEOUT_SECONDS) as session:
-            brain = trading_brain(self.settings, model_store(self.settings))
-            await brain.start()
+            brain = trading_brain(self.settings)
             core = Core(config=self.settings, http=session, brain=brain)
+            await (await resolve(core.models)).start()
             sync = await resolve(core.sync)
             yield sync.synchronize_models
 

@@ -43,7 +43,7 @@ from _report import Figure, print_figures  # noqa: E402 - beside this script
 
 from app.brain.brain import TradingBrain  # noqa: E402
 from app.brain.models import Candidate  # noqa: E402
-from app.brain.store import ModelStore  # noqa: E402
+from app.install.installer import ModelInstaller  # noqa: E402
 from app.process import reexec_with_malloc_tunables, settle_heap  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from tests.onnx_models import decision_model, save  # noqa: E402
@@ -192,11 +192,12 @@ def not_serving(brain: TradingBrain, paths: Sequence[Path]) -> Path:
     return next(path for path in paths if path.stem != serving)
 
 
-async def swap(brain: TradingBrain, paths: Sequence[Path]) -> Window:
+async def swap(models: ModelInstaller, paths: Sequence[Path]) -> Window:
     """Swap in whichever of `paths` is not serving; the window it took."""
+    brain = models.brain
     path = not_serving(brain, paths)
     started = time.perf_counter()
-    result = await brain.swap_in([Candidate(brain.settings.decision_slot, path)], source="bench")
+    result = await models.swap_in([Candidate(brain.settings.decision_slot, path)])
     ended = time.perf_counter()
     if not result.ok or not result.installed:
         raise SystemExit(f"swap of {path.name} did not install: {result.reason}")
@@ -244,26 +245,26 @@ async def steady_then(rounds: Rounds, work: Awaitable[Window], into: list[Window
 
 
 async def idle_rounds(
-    brain: TradingBrain, synced: Sequence[Path], elsewhere: Sequence[Path], count: int
+    models: ModelInstaller, synced: Sequence[Path], elsewhere: Sequence[Path], count: int
 ) -> Rounds:
     """Bare load, sync-path swap and copy-path swap in turn, with nothing else running."""
     rounds = Rounds()
     for index in range(count):
         rounds.bare.append(await bare_load_in_thread(synced[index % len(synced)]))
-        rounds.sync.append(await swap(brain, synced))
-        rounds.copy.append(await swap(brain, elsewhere))
+        rounds.sync.append(await swap(models, synced))
+        rounds.copy.append(await swap(models, elsewhere))
     return rounds
 
 
 async def loaded_rounds(
-    brain: TradingBrain, synced: Sequence[Path], elsewhere: Sequence[Path], count: int
+    models: ModelInstaller, synced: Sequence[Path], elsewhere: Sequence[Path], count: int
 ) -> Rounds:
     """The same, under load, each after a steady window; then the inline baseline."""
     rounds = Rounds()
     for index in range(count):
-        await steady_then(rounds, swap(brain, synced), rounds.sync)
+        await steady_then(rounds, swap(models, synced), rounds.sync)
         await steady_then(rounds, bare_load_in_thread(synced[index % len(synced)]), rounds.bare)
-        await steady_then(rounds, swap(brain, elsewhere), rounds.copy)
+        await steady_then(rounds, swap(models, elsewhere), rounds.copy)
     for path in synced:
         await asyncio.sleep(SETTLE_SECONDS)
         started = time.perf_counter()
@@ -337,7 +338,7 @@ def linked_elsewhere(paths: Iterable[Path], folder: Path) -> list[Path]:
     return linked
 
 
-async def start_brain(work: Path) -> TradingBrain:
+async def start_models(work: Path) -> ModelInstaller:
     models_dir = work / "models"
     models_dir.mkdir()
     shutil.copyfile(EMBEDDED_MODEL, models_dir / "unified_brain.onnx")
@@ -348,9 +349,9 @@ async def start_brain(work: Path) -> TradingBrain:
         models={"dir": str(models_dir), "lock_wait_seconds": 0},
         brain={"intra_op_threads": THREADS, "inter_op_threads": THREADS},
     )
-    brain = TradingBrain(settings.brain, ModelStore(settings.models_dir))
-    await brain.start()
-    return brain
+    models = ModelInstaller(settings, TradingBrain(settings.brain))
+    await models.start()
+    return models
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -428,7 +429,8 @@ def contrast(
 
 
 async def measure(args: argparse.Namespace, work: Path) -> list[Figure]:
-    brain = await start_brain(work)
+    models = await start_models(work)
+    brain = models.brain
     decide_median, raw_median = decide_versus_raw(brain, args.iterations, args.batches)
     ratio = decide_median / raw_median
     figures = [
@@ -441,18 +443,18 @@ async def measure(args: argparse.Namespace, work: Path) -> list[Figure]:
     ]
 
     # Where the sync service leaves an extracted artifact; the store hard-links from there.
-    synced = build_models(brain.store.sync_dir / "downloads", args.size_mb)
+    synced = build_models(models.layout.downloads_dir, args.size_mb)
     elsewhere = linked_elsewhere(synced, work / "elsewhere")
     warm_page_cache(synced)
     bare_load(synced[0])  # the process's first load pays one-off costs: not measured
-    await swap(brain, synced)  # a big model serves from here on; not measured either
+    await swap(models, synced)  # a big model serves from here on; not measured either
     settle_heap()  # as `python -m app` does once it has started
 
-    idle = await idle_rounds(brain, synced, elsewhere, args.repeats)
+    idle = await idle_rounds(models, synced, elsewhere, args.repeats)
     recorder = Recorder()
     allowed = frozenset({*brain.snapshot.versions.values(), *(p.stem for p in synced)})
     async with decisions_running(brain, args.tasks, allowed, recorder):
-        loaded = await loaded_rounds(brain, synced, elsewhere, args.swaps)
+        loaded = await loaded_rounds(models, synced, elsewhere, args.swaps)
 
     figures += loop_figures("sync path", recorder, loaded.sync, loaded.steady)
     figures += [

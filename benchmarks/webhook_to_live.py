@@ -117,7 +117,7 @@ class Bot:
         self.brain = stack.brain
         self._delivered = 0
         self._swapped = asyncio.Event()
-        self.brain.add_listener(self._on_swap)  # called on the event loop, right after the swap
+        stack.models.add_listener(self._on_swap)  # called on the event loop, right after the swap
 
     def _on_swap(self, event: SwapEvent) -> None:
         if event.kind == "installed":

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from loguru import logger
 
 from app.brain.brain import TradingBrain
-from app.brain.store import ModelStore
+from app.install.installer import ModelInstaller
 from app.settings import Settings, load_settings
 from tests.fakes.github import FakeGitHub, running_fake_github
 from tests.onnx_models import decision_model, save
@@ -67,11 +67,22 @@ def settings(models_dir: Path) -> Settings:
     return make_settings(models_dir)
 
 
+async def start_models(settings: Settings, **brain_options: Any) -> ModelInstaller:
+    """A brain and its installer over `settings`' models directory, started."""
+    models = ModelInstaller(settings, TradingBrain(settings.brain, **brain_options))
+    await models.start()
+    return models
+
+
 @pytest.fixture
-async def brain(settings: Settings) -> TradingBrain:
-    started = TradingBrain(settings.brain, ModelStore(settings.models_dir))
-    await started.start()
-    return started
+async def models(settings: Settings) -> ModelInstaller:
+    """The started installer of the `settings` models directory (its brain is `brain`)."""
+    return await start_models(settings)
+
+
+@pytest.fixture
+def brain(models: ModelInstaller) -> TradingBrain:
+    return models.brain
 
 
 @pytest.fixture

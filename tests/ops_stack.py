@@ -14,12 +14,10 @@ import aiohttp
 from dependency_injector import providers
 
 from app.brain.brain import TradingBrain
-from app.brain.store import ModelStore
 from app.containers import Application, resolve
+from app.install.installer import ModelInstaller
 from app.ops import OpsServer
-from app.services.alerts import EmailAlerts
 from app.services.monitoring import ProductionMonitoringService
-from app.services.observers import observe_brain
 from app.services.sync import CloudModelSynchronizationService
 from app.services.webhook import WebhookDispatcher
 from app.settings import Settings
@@ -99,23 +97,21 @@ class OpsStack:
         assert status == 200
         return parse_metrics(text)
 
+    @property
+    def models(self) -> ModelInstaller:
+        installer: ModelInstaller = self.container.models()
+        return installer
+
     def serving(self) -> str:
         """The version that makes decisions now."""
         return self.brain.decide(FEATURES).versions[SLOT]
 
 
-def brain_on_clock(
-    settings: Settings,
-    store: ModelStore,
-    monitoring: ProductionMonitoringService,
-    alerts: EmailAlerts,
-    clock: Callable[[], datetime],
-) -> TradingBrain:
-    """The container's brain, but taking backup times from `clock`."""
-    brain = TradingBrain(
-        settings.brain, store, backup_retention=settings.models.backup_retention, clock=clock
-    )
-    return observe_brain(brain, monitoring, alerts)
+def installer_on_clock(
+    settings: Settings, brain: TradingBrain, clock: Callable[[], datetime]
+) -> ModelInstaller:
+    """The container's installer, but taking backup times from `clock`."""
+    return ModelInstaller(settings, brain, clock=clock)
 
 
 @asynccontextmanager
@@ -127,18 +123,12 @@ async def running_ops(
         container = Application(config=settings)
         container.http.override(providers.Object(http))
         if clock is not None:
-            container.brain.override(
-                providers.Singleton(
-                    brain_on_clock,
-                    container.config,
-                    container.store,
-                    container.monitoring,
-                    container.alerts,
-                    clock,
-                )
+            container.core.models.override(
+                providers.Singleton(installer_on_clock, container.config, container.brain, clock)
             )
-        brain: TradingBrain = container.brain()
-        await brain.start()
+        models: ModelInstaller = container.models()
+        await models.start()
+        brain = models.brain
         server: OpsServer = await resolve(container.ops)
         await server.start()
         try:

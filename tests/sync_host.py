@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from app.brain.brain import TradingBrain
-from app.containers import Core, model_store, resilience_service, resolve, trading_brain
+from app.containers import Core, resilience_service, resolve, trading_brain
+from app.install.installer import ModelInstaller
 from app.services.github import GitHubActionsClient
 from app.services.inbox import LocalInbox
 from app.services.monitoring import ProductionMonitoringService
@@ -42,6 +43,7 @@ class Host:
 
     settings: Settings
     brain: TradingBrain
+    models: ModelInstaller
     core: Core
     sync: CloudModelSynchronizationService
     state: StateStore
@@ -106,17 +108,18 @@ async def start_host() -> AsyncIterator[HostFactory]:
         async def start(settings: Settings, *, bare: bool = False) -> Host:
             """``bare``: without the optional resilience and monitoring services."""
             session = await stack.enter_async_context(aiohttp.ClientSession())
-            brain = trading_brain(settings, model_store(settings))
-            await brain.start()
+            brain = trading_brain(settings)
             monitoring = ProductionMonitoringService()
             core = Core(config=settings, http=session, brain=brain)
+            models = await resolve(core.models)
+            await models.start()
             if not bare:
                 core.resilience.override(resilience_service(settings, monitoring))
                 core.monitoring.override(monitoring)
             core.check_dependencies()
             sync = await resolve(core.sync)
             state = await resolve(core.state)
-            return Host(settings, brain, core, sync, state, monitoring)
+            return Host(settings, brain, models, core, sync, state, monitoring)
 
         yield start
 

@@ -1,13 +1,11 @@
-"""TradingBrain with real ONNX models on real files: reloads, refusals, failures, concurrency."""
+"""TradingBrain and its installer with real ONNX models on real files: reloads, refusals,
+failures, concurrency, rollbacks, backups and the watch of the disk."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
-import subprocess
-import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +14,14 @@ import numpy as np
 import pytest
 
 from app.brain.brain import TradingBrain
-from app.brain.lock import DirectoryLock
 from app.brain.models import Candidate
-from app.brain.store import ModelStore, PlannedInstall
+from app.install import installer as installer_module
+from app.install.installer import ModelInstaller
+from app.install.lock import DirectoryLock
+from app.install.records import Origin
+from app.install.transaction import Transaction
 from app.settings import Settings
-from tests.conftest import ROOT, make_settings
+from tests.conftest import make_settings
 from tests.onnx_models import decision_model, save
 
 
@@ -46,8 +47,12 @@ class FakeClock:
         return self.now
 
 
-def new_brain(settings: Settings, store: ModelStore | None = None, **kwargs: Any) -> TradingBrain:
-    return TradingBrain(settings.brain, store or ModelStore(settings.models_dir), **kwargs)
+CLI = Origin(source="cli")
+
+
+def new_models(settings: Settings, **kwargs: Any) -> ModelInstaller:
+    """A brain and its installer, not started."""
+    return ModelInstaller(settings, TradingBrain(settings.brain), **kwargs)
 
 
 async def test_decides_with_the_version_that_made_the_decision(brain: TradingBrain) -> None:
@@ -73,8 +78,9 @@ async def test_decide_rejects_the_wrong_number_of_features(brain: TradingBrain) 
 async def test_reload_installs_backs_up_and_swaps(
     settings: Settings, model_file: Any, logs: list[str]
 ) -> None:
-    brain = new_brain(settings, clock=FakeClock())
-    await brain.start()
+    models = new_models(settings, clock=FakeClock())
+    await models.start()
+    brain = models.brain
     active = settings.models_dir / "unified_brain.onnx"
     old_bytes = active.read_bytes()
     candidate = model_file(seed=5, version="v2")
@@ -89,7 +95,7 @@ async def test_reload_installs_backs_up_and_swaps(
     assert any(f"🔄 [MODEL-RELOAD] Starting model reload: {candidate}" in line for line in logs)
     assert any(f"💾 [MODEL-RELOAD] Backup created: {backups[0]}" in line for line in logs)
     assert any("✅ [MODEL-RELOAD] Model reloaded successfully" in line for line in logs)
-    assert not list((settings.models_dir / ".sync" / "staging").iterdir())
+    assert not (settings.models_dir / ".sync" / "staging").exists()
 
 
 async def test_version_falls_back_to_the_file_hash(brain: TradingBrain, model_file: Any) -> None:
@@ -122,13 +128,13 @@ BAD_MODELS = {
 
 @pytest.mark.parametrize("kind", list(BAD_MODELS))
 async def test_bad_models_are_refused_and_nothing_changes(
-    kind: str, brain: TradingBrain, settings: Settings, tmp_path: Path
+    kind: str, brain: TradingBrain, models: ModelInstaller, settings: Settings, tmp_path: Path
 ) -> None:
     candidate = BAD_MODELS[kind](tmp_path / "bad.onnx")
     active = settings.models_dir / "unified_brain.onnx"
     before_bytes, before_files = active.read_bytes(), listing(settings.models_dir)
 
-    result = await brain.swap_in([Candidate("unified_brain", candidate)])
+    result = await models.swap_in([Candidate("unified_brain", candidate)], origin=CLI)
 
     assert result.ok is False
     assert result.reason  # says why
@@ -138,7 +144,9 @@ async def test_bad_models_are_refused_and_nothing_changes(
     assert listing(settings.models_dir) == before_files
 
 
-async def test_refusal_reasons_name_the_problem(brain: TradingBrain, tmp_path: Path) -> None:
+async def test_refusal_reasons_name_the_problem(
+    brain: TradingBrain, models: ModelInstaller, tmp_path: Path
+) -> None:
     reasons = {}
     for kind in (
         "wrong input width",
@@ -147,7 +155,7 @@ async def test_refusal_reasons_name_the_problem(brain: TradingBrain, tmp_path: P
         "NaN outputs",
         "empty file",
     ):
-        result = await brain.swap_in(
+        result = await models.swap_in(
             [Candidate("unified_brain", BAD_MODELS[kind](tmp_path / f"{kind}.onnx"))]
         )
         reasons[kind] = result.reason
@@ -159,10 +167,10 @@ async def test_refusal_reasons_name_the_problem(brain: TradingBrain, tmp_path: P
 
 
 async def test_installing_the_serving_model_again_changes_nothing(
-    brain: TradingBrain, settings: Settings
+    brain: TradingBrain, models: ModelInstaller, settings: Settings
 ) -> None:
     before = listing(settings.models_dir)
-    result = await brain.swap_in(
+    result = await models.swap_in(
         [Candidate("unified_brain", settings.models_dir / "unified_brain.onnx")]
     )
     assert result.ok
@@ -170,96 +178,37 @@ async def test_installing_the_serving_model_again_changes_nothing(
     assert listing(settings.models_dir) == before
 
 
-class FailBeforeInstall(ModelStore):
-    """Backups are taken, then the process fails before any file is replaced."""
-
-    def install(self, plan: Any) -> None:
-        raise OSError("injected: disk vanished before install")
+def fail_before_renames(self: Transaction) -> None:
+    """Backups and records are staged, then the process fails before any file is replaced."""
+    raise OSError("injected: disk vanished before install")
 
 
-class FailAfterInstall(ModelStore):
+def fail_after_renames(self: Transaction, apply: Any = Transaction.apply) -> None:
     """Files are replaced, then the process fails before the in-memory swap."""
-
-    def install(self, plan: Any) -> None:
-        super().install(plan)
-        raise OSError("injected: failure between install and swap")
+    apply(self)
+    raise OSError("injected: failure between install and swap")
 
 
-@pytest.mark.parametrize("store_class", [FailBeforeInstall, FailAfterInstall])
+@pytest.mark.parametrize("failure", [fail_before_renames, fail_after_renames])
 async def test_injected_failure_leaves_the_old_model_serving_and_loadable(
-    store_class: type[ModelStore], settings: Settings, model_file: Any
+    failure: Any, settings: Settings, model_file: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    brain = new_brain(settings, store_class(settings.models_dir))
-    await brain.start()
+    models = new_models(settings)
+    await models.start()
+    brain = models.brain
     active = settings.models_dir / "unified_brain.onnx"
     before_bytes, before_files = active.read_bytes(), listing(settings.models_dir)
+    monkeypatch.setattr(installer_module.Transaction, "apply", failure)
 
     assert await brain.reload_models(model_file(seed=5, version="v2")) is False
 
+    monkeypatch.undo()
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1"}
     assert active.read_bytes() == before_bytes
     assert listing(settings.models_dir) == before_files
-    restarted = new_brain(settings)
+    restarted = new_models(settings)
     await restarted.start()
-    assert restarted.decide([0.0] * 16).versions == {"unified_brain": "embedded-1"}
-
-
-CRASHING_INSTALL = textwrap.dedent(
-    """
-    import asyncio, os, sys
-    from pathlib import Path
-    sys.path.insert(0, {root!r})
-    from app.brain.brain import TradingBrain
-    from app.brain.store import ModelStore
-    from app.brain.models import Candidate
-    from app.settings import load_settings
-
-    class CrashAfterFirstFile(ModelStore):
-        def install(self, plan):
-            self._write_journal(plan)
-            first = plan[0]
-            first.staged.replace(first.final)
-            os._exit(3)  # the process dies here: no cleanup, no finally blocks
-
-    settings = load_settings(None, models={{"dir": {models!r}, "lock_wait_seconds": 0}},
-                             brain={{"slots": {{"unified_brain": {{"path": "unified_brain.onnx"}},
-                                                "risk": {{"path": "rl/risk.onnx"}}}}}})
-    async def main():
-        brain = TradingBrain(settings.brain, CrashAfterFirstFile(settings.models_dir))
-        await brain.start()
-        await brain.swap_in([Candidate("unified_brain", Path({first!r})),
-                             Candidate("risk", Path({second!r}))])
-    asyncio.run(main())
-    """
-)
-
-
-async def test_a_crash_mid_install_is_undone_at_the_next_start(
-    models_dir: Path, model_file: Any
-) -> None:
-    save(decision_model(seed=11, version="risk-1"), models_dir / "rl" / "risk.onnx")
-    two_slots = {
-        "slots": {"unified_brain": {"path": "unified_brain.onnx"}, "risk": {"path": "rl/risk.onnx"}}
-    }
-    settings = make_settings(models_dir, brain=two_slots)
-    active = models_dir / "unified_brain.onnx"
-    before = {p: p.read_bytes() for p in (active, models_dir / "rl" / "risk.onnx")}
-    script = CRASHING_INSTALL.format(
-        root=str(ROOT),
-        models=str(models_dir),
-        first=str(model_file("a.onnx", seed=1, version="new-a")),
-        second=str(model_file("b.onnx", seed=2, version="new-b")),
-    )
-
-    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)
-
-    assert crashed.returncode == 3, crashed.stderr.decode()
-    assert active.read_bytes() != before[active]  # the crash left a half-installed set on disk
-    brain = new_brain(settings)
-    await brain.start()
-    assert {p: p.read_bytes() for p in before} == before
-    assert brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1", "risk": "risk-1"}
-    assert not (models_dir / ".sync" / "install-journal.json").exists()
+    assert restarted.brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1"}
 
 
 async def test_a_set_of_models_installs_all_or_nothing(models_dir: Path, model_file: Any) -> None:
@@ -267,22 +216,23 @@ async def test_a_set_of_models_installs_all_or_nothing(models_dir: Path, model_f
     two_slots = {
         "slots": {"unified_brain": {"path": "unified_brain.onnx"}, "risk": {"path": "rl/risk.onnx"}}
     }
-    brain = new_brain(make_settings(models_dir, brain=two_slots))
-    await brain.start()
+    models = new_models(make_settings(models_dir, brain=two_slots))
+    await models.start()
+    brain = models.brain
     before = listing(models_dir)
 
     bad_set = [
         Candidate("unified_brain", model_file("a.onnx", seed=1, version="new-a")),
         Candidate("risk", model_file("b.onnx", n_features=12)),
     ]
-    result = await brain.swap_in(bad_set)
+    result = await models.swap_in(bad_set, origin=CLI)
     assert not result.ok
     assert "risk" in result.reason
     assert listing(models_dir) == before
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1", "risk": "risk-1"}
 
     good_set = [bad_set[0], Candidate("risk", model_file("c.onnx", seed=3, version="new-risk"))]
-    assert (await brain.swap_in(good_set)).ok
+    assert (await models.swap_in(good_set, origin=CLI)).ok
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "new-a", "risk": "new-risk"}
 
 
@@ -328,47 +278,53 @@ async def test_concurrent_reloads_are_serialized(brain: TradingBrain, model_file
 
 
 async def test_rollback_restores_the_previous_model(settings: Settings, model_file: Any) -> None:
-    brain = new_brain(settings, clock=FakeClock())
-    await brain.start()
+    models = new_models(settings, clock=FakeClock())
+    await models.start()
+    brain = models.brain
     original = (settings.models_dir / "unified_brain.onnx").read_bytes()
     assert await brain.reload_models(model_file(seed=5, version="v2"))
 
-    result = await brain.rollback()
+    result = await models.rollback()
 
     assert result.ok
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1"}
     assert (settings.models_dir / "unified_brain.onnx").read_bytes() == original
     # The rolled-back model was itself backed up: a rollback can be undone.
-    assert len(brain.backups()) == 2
+    assert len(models.backups()) == 2
 
 
 async def test_rollback_to_a_named_backup(settings: Settings, model_file: Any) -> None:
-    brain = new_brain(settings, clock=FakeClock())
-    await brain.start()
+    models = new_models(settings, clock=FakeClock())
+    await models.start()
+    brain = models.brain
     assert await brain.reload_models(model_file("a.onnx", seed=1, version="v-a"))
     assert await brain.reload_models(model_file("b.onnx", seed=2, version="v-b"))
-    oldest = brain.backups()[-1]  # the embedded model
+    oldest = models.backups()[-1]  # the embedded model
 
-    result = await brain.rollback("unified_brain", oldest.name)
+    result = await models.rollback("unified_brain", oldest.name)
 
     assert result.ok
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1"}
 
 
-async def test_rollback_without_backups_is_refused(brain: TradingBrain) -> None:
-    result = await brain.rollback()
+async def test_rollback_without_backups_is_refused(
+    brain: TradingBrain, models: ModelInstaller
+) -> None:
+    result = await models.rollback()
     assert not result.ok
     assert "no backup" in result.reason
-    named = await brain.rollback(backup="unified_brain_20000101_000000.onnx")
+    named = await models.rollback(backup="unified_brain_20000101_000000.onnx")
     assert not named.ok
 
 
 async def test_backups_keep_the_newest_n(settings: Settings, model_file: Any) -> None:
-    brain = new_brain(settings, backup_retention=3, clock=FakeClock())
-    await brain.start()
+    retained = make_settings(settings.models_dir, models={"backup_retention": 3})
+    models = new_models(retained, clock=FakeClock())
+    await models.start()
+    brain = models.brain
     for i in range(6):
         assert await brain.reload_models(model_file(f"m{i}.onnx", seed=i, version=f"v{i}"))
-    names = [p.name for p in brain.backups()]
+    names = [p.name for p in models.backups()]
     assert names == [
         "unified_brain_20250108_143028.onnx",
         "unified_brain_20250108_143027.onnx",
@@ -378,12 +334,13 @@ async def test_backups_keep_the_newest_n(settings: Settings, model_file: Any) ->
 
 async def test_a_backup_is_never_overwritten(settings: Settings, model_file: Any) -> None:
     frozen = datetime(2025, 1, 8, 14, 30, 22, tzinfo=UTC)
-    brain = new_brain(settings, clock=lambda: frozen)
-    await brain.start()
+    models = new_models(settings, clock=lambda: frozen)
+    await models.start()
+    brain = models.brain
     first = model_file("a.onnx", seed=1, version="v-a")
     assert await brain.reload_models(first)
     assert await brain.reload_models(model_file("b.onnx", seed=2, version="v-b"))
-    backups = {p.name: p.read_bytes() for p in brain.backups()}
+    backups = {p.name: p.read_bytes() for p in models.backups()}
     assert set(backups) == {
         "unified_brain_20250108_143022.onnx",
         "unified_brain_20250108_143022_2.onnx",
@@ -392,11 +349,11 @@ async def test_a_backup_is_never_overwritten(settings: Settings, model_file: Any
 
 
 async def test_another_writer_is_kept_out_with_a_clear_message(
-    brain: TradingBrain, settings: Settings, model_file: Any
+    brain: TradingBrain, models: ModelInstaller, settings: Settings, model_file: Any
 ) -> None:
     held = DirectoryLock(settings.models_dir / ".sync" / "write.lock")
     try:
-        result = await brain.swap_in([Candidate("unified_brain", model_file(seed=5))])
+        result = await models.swap_in([Candidate("unified_brain", model_file(seed=5))], origin=CLI)
     finally:
         held.release()
     assert not result.ok
@@ -405,25 +362,25 @@ async def test_another_writer_is_kept_out_with_a_clear_message(
 
 
 async def test_a_model_installed_by_another_process_is_picked_up(
-    brain: TradingBrain, settings: Settings, model_file: Any
+    brain: TradingBrain, models: ModelInstaller, settings: Settings, model_file: Any
 ) -> None:
-    other = new_brain(settings)
+    other = new_models(settings)
     await other.start()
-    assert await other.reload_models(model_file(seed=5, version="v2"))
+    assert await other.brain.reload_models(model_file(seed=5, version="v2"))
 
-    assert await brain.refresh_from_disk() == ["unified_brain"]
+    assert await models.refresh_from_disk() == ["unified_brain"]
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "v2"}
-    assert await brain.refresh_from_disk() == []
+    assert await models.refresh_from_disk() == []
 
 
 async def test_a_bad_file_dropped_in_place_by_hand_is_not_served(
-    brain: TradingBrain, settings: Settings, logs: list[str]
+    brain: TradingBrain, models: ModelInstaller, settings: Settings, logs: list[str]
 ) -> None:
     replacement = settings.models_dir / "tmp.onnx"
     save(decision_model(n_features=12), replacement)
     replacement.replace(settings.models_dir / "unified_brain.onnx")
 
-    assert await brain.refresh_from_disk() == []
+    assert await models.refresh_from_disk() == []
     assert brain.decide([0.0] * 16).versions == {"unified_brain": "embedded-1"}
     assert any("changed on disk but refused" in line for line in logs)
 
@@ -437,19 +394,3 @@ async def test_a_source_file_rewritten_later_does_not_touch_the_active_model(
     with candidate.open("r+b") as stream:  # rewrite in place, as `cp` over it would
         stream.write(b"\0" * 64)
     assert (settings.models_dir / "unified_brain.onnx").read_bytes() == installed
-
-
-def test_plan_roll_back_deletes_a_file_that_had_no_predecessor(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path)
-    staged = store.staging_dir / "x.onnx"
-    staged.parent.mkdir(parents=True)
-    staged.write_bytes(b"new")
-    plan = [
-        PlannedInstall(
-            staged, tmp_path / "new" / "slot.onnx", None, hashlib.sha256(b"new").hexdigest()
-        )
-    ]
-    store.install(plan)
-    assert (tmp_path / "new" / "slot.onnx").read_bytes() == b"new"
-    store.roll_back(plan)
-    assert not (tmp_path / "new" / "slot.onnx").exists()

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.brain.backups import backups_to_prune, next_backup_name, parse_backup_name
 from app.brain.decision import choose_action
 from app.brain.signature import (
     ModelSignature,
@@ -16,6 +15,7 @@ from app.brain.signature import (
     decision_contract_problems,
     incompatibilities,
 )
+from app.install.backups import backups_to_prune, next_backup_name, parse_backup_name
 
 SERVING = ModelSignature(
     inputs=(TensorSpec("features", "tensor(float)", ("batch", 16)),),

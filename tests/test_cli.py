@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.brain.lock import DirectoryLock
+from app.install.lock import DirectoryLock
 
 SLOT = "unified_brain"
 EMBEDDED_VERSION = "embedded-1"
@@ -352,6 +352,7 @@ def test_status_json_from_the_file_named_by_app_settings(bot: Bot) -> None:
                 "size_bytes": bot.model.stat().st_size,
                 "provenance": None,  # the embedded model came with no artifact
                 "backups": [],
+                "problem": None,
             }
         },
         "last_sync": None,

@@ -11,7 +11,6 @@ import pytest
 from dependency_injector import containers, providers
 
 from app.brain.brain import TradingBrain
-from app.brain.store import ModelStore
 from app.containers import Application, Core, resolve
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
@@ -33,8 +32,7 @@ class BotHost(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=Settings)
     http = providers.Resource(counted_session)
-    store = providers.Singleton(lambda s: ModelStore(s.models_dir), config)
-    brain = providers.Singleton(lambda s, st: TradingBrain(s.brain, st), config, store)
+    brain = providers.Singleton(lambda s: TradingBrain(s.brain), config)
     core = providers.Container(Core, config=config, http=http, brain=brain)
 
 
@@ -65,7 +63,8 @@ async def test_a_host_embeds_core_with_its_own_session_and_brain(token_settings:
 
         assert github is not None
         assert github._session is session
-        assert host.core.installer()._brain is brain
+        assert host.core.installer()._models.brain is brain
+        assert host.core.models().brain is brain
         assert sync.enabled
         assert opened == [session]  # Core opened none of its own
     finally:
@@ -90,7 +89,7 @@ async def test_optional_collaborators_may_be_absent(token_settings: Settings) ->
         assert core.brain() is None
         assert sync._resilience is None
         assert sync._monitoring is None
-        assert core.installer()._brain is None
+        assert core.installer()._models is None
 
 
 async def test_no_token_means_no_github_client(models_dir: Path) -> None:
@@ -103,19 +102,19 @@ async def test_no_token_means_no_github_client(models_dir: Path) -> None:
 async def test_providers_are_overridden_not_monkeypatched(
     token_settings: Settings, models_dir: Path
 ) -> None:
-    class RecordingStore(ModelStore):
-        installs = 0
+    class RecordingBrain(TradingBrain):
+        published = 0
 
-        def install(self, plan):  # type: ignore[no-untyped-def]
-            RecordingStore.installs += 1
-            super().install(plan)
+        def publish(self, models):  # type: ignore[no-untyped-def]
+            RecordingBrain.published += 1
+            return super().publish(models)
 
     app = Application(config=token_settings)
-    app.store.override(providers.Singleton(RecordingStore, models_dir))
-    brain: TradingBrain = app.brain()
-    assert isinstance(brain.store, RecordingStore)
-    await brain.start()
+    app.brain.override(providers.Singleton(RecordingBrain, token_settings.brain))
+    models = app.models()
+    assert isinstance(models.brain, RecordingBrain)
+    await models.start()
     candidate = save(decision_model(seed=4, version="v9"), models_dir.parent / "c.onnx")
-    assert await brain.reload_models(candidate)
-    assert RecordingStore.installs == 1
-    app.store.reset_override()
+    assert await models.brain.reload_models(candidate)
+    assert RecordingBrain.published == 2  # the start, then the reload
+    app.brain.reset_override()

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from app.brain.brain import TradingBrain
-from app.brain.lock import DirectoryLock
-from app.containers import Core, model_store, resolve, trading_brain
+from app.containers import Core, resolve, trading_brain
+from app.install.lock import DirectoryLock
 from app.services.inbox import SETTLE_SECONDS, LocalInbox
 from app.settings import Settings
 from tests.artifacts import model_artifact, sha256_hex
@@ -68,9 +68,9 @@ class Rig:
 async def rig(models_dir: Path) -> AsyncIterator[Rig]:
     settings = make_settings(models_dir, github={"token": ""})
     async with aiohttp.ClientSession() as session:
-        brain = trading_brain(settings, model_store(settings))
-        await brain.start()
+        brain = trading_brain(settings)
         core = Core(config=settings, http=session, brain=brain)
+        await (await resolve(core.models)).start()
         yield Rig(settings, brain, await resolve(core.inbox))
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from app.brain.brain import TradingBrain
 from app.brain.models import Candidate
-from app.brain.store import ModelStore
 from app.containers import Application
 from app.errors import ModelError
+from app.install.installer import ModelInstaller
 from app.services.memory import (
     BUILD_FACTOR,
     RESIDENT_FACTOR,
@@ -134,32 +134,34 @@ def test_mem_available_on_this_machine_is_a_positive_size() -> None:
 # -- the brain with a guard ---------------------------------------------------------------------
 
 
-async def guarded_brain(settings: Settings, memory: MLMemoryManager) -> TradingBrain:
-    brain = TradingBrain(settings.brain, ModelStore(settings.models_dir), memory_guard=memory)
-    await brain.start()
-    return brain
+async def guarded(settings: Settings, memory: MLMemoryManager) -> ModelInstaller:
+    models = ModelInstaller(settings, TradingBrain(settings.brain, memory_guard=memory))
+    await models.start()
+    return models
 
 
 async def test_a_model_too_big_for_the_limit_is_refused_and_the_old_one_serves(
     settings: Settings, models_dir: Path, model_file: Any
 ) -> None:
-    brain = await guarded_brain(settings, guard(SMALL_LIMIT_MB))
+    models = await guarded(settings, guard(SMALL_LIMIT_MB))
+    brain = models.brain
     big = model_file("big.onnx", padding_mb=BIG_MODEL_MB, version="big")
     before = snapshot_of_disk(models_dir)
 
-    result = await brain.swap_in([Candidate(SLOT, big)])
+    result = await models.swap_in([Candidate(SLOT, big)])
 
     assert not result.ok
     assert "memory.limit_mb" in result.reason
     assert brain.decide([0.0] * 16).versions == {SLOT: EMBEDDED_VERSION}
     assert snapshot_of_disk(models_dir) == before
-    assert brain.backups() == []
+    assert models.backups() == []
 
 
 async def test_a_model_that_fits_installs_through_the_same_guard(
     settings: Settings, model_file: Any
 ) -> None:
-    brain = await guarded_brain(settings, guard(SMALL_LIMIT_MB))
+    models = await guarded(settings, guard(SMALL_LIMIT_MB))
+    brain = models.brain
 
     assert await brain.reload_models(model_file("small.onnx", version="small", seed=5))
     assert brain.decide([0.0] * 16).versions == {SLOT: "small"}
@@ -168,11 +170,12 @@ async def test_a_model_that_fits_installs_through_the_same_guard(
 async def test_low_available_memory_refuses_an_install(
     settings: Settings, models_dir: Path, model_file: Any
 ) -> None:
-    brain = await guarded_brain(settings, guard(4096, available=lambda: 2 * MIB))
+    models = await guarded(settings, guard(4096, available=lambda: 2 * MIB))
+    brain = models.brain
     big = model_file("big.onnx", padding_mb=BIG_MODEL_MB, version="big")
     before = snapshot_of_disk(models_dir)
 
-    result = await brain.swap_in([Candidate(SLOT, big)])
+    result = await models.swap_in([Candidate(SLOT, big)])
 
     assert not result.ok
     assert "available" in result.reason
@@ -185,11 +188,12 @@ async def test_the_container_guards_the_brain_with_memory_limit_mb(
 ) -> None:
     settings = make_settings(models_dir, memory={"limit_mb": SMALL_LIMIT_MB})
     container = Application(config=settings)
-    brain: TradingBrain = container.brain()
-    await brain.start()
+    models = container.models()
+    await models.start()
+    brain = models.brain
     before = snapshot_of_disk(models_dir)
 
-    result = await brain.swap_in(
+    result = await models.swap_in(
         [Candidate(SLOT, model_file("big.onnx", padding_mb=BIG_MODEL_MB, version="big"))]
     )
 
@@ -206,12 +210,13 @@ async def test_a_brain_whose_model_does_not_fit_does_not_start(
     models_dir.mkdir()
     model_file("big.onnx", padding_mb=BIG_MODEL_MB).replace(models_dir / f"{SLOT}.onnx")
     settings = make_settings(models_dir)
-    brain = TradingBrain(
-        settings.brain, ModelStore(settings.models_dir), memory_guard=guard(SMALL_LIMIT_MB)
+    models = ModelInstaller(
+        settings, TradingBrain(settings.brain, memory_guard=guard(SMALL_LIMIT_MB))
     )
+    brain = models.brain
 
     with pytest.raises(ModelError, match=r"memory\.limit_mb"):
-        await brain.start()
+        await models.start()
     assert not brain.loaded
 
 
@@ -226,9 +231,9 @@ async def test_at_start_up_each_slot_counts_the_slots_loaded_before_it(
     model_file("b.onnx", padding_mb=3, seed=2).replace(models_dir / "risk.onnx")
     slots = {SLOT: {"path": f"{SLOT}.onnx"}, "risk": {"path": "risk.onnx"}}
     settings = make_settings(models_dir, brain={"slots": slots})
-    brain = TradingBrain(
-        settings.brain, ModelStore(settings.models_dir), memory_guard=guard(SMALL_LIMIT_MB)
+    models = ModelInstaller(
+        settings, TradingBrain(settings.brain, memory_guard=guard(SMALL_LIMIT_MB))
     )
 
     with pytest.raises(ModelError, match=r"slot 'risk'.*memory\.limit_mb"):
-        await brain.start()
+        await models.start()

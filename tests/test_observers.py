@@ -17,6 +17,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from app.brain.brain import TradingBrain
+from app.install.installer import ModelInstaller
 from app.services.alerts import EmailAlerts
 from app.services.monitoring import ProductionMonitoringService
 from app.services.observers import observe_brain
@@ -45,9 +46,9 @@ def alerts(smtp: Controller) -> EmailAlerts:
 
 
 async def test_an_install_mails_the_seeds_subject_with_the_new_version(
-    brain: TradingBrain, alerts: EmailAlerts, inbox: Inbox, model_file: Any
+    brain: TradingBrain, models: ModelInstaller, alerts: EmailAlerts, inbox: Inbox, model_file: Any
 ) -> None:
-    observe_brain(brain, None, alerts)
+    observe_brain(models, None, alerts)
 
     assert await brain.reload_models(model_file(version="2.0.0", seed=2))
     await alerts.aclose()
@@ -61,9 +62,9 @@ async def test_an_install_mails_the_seeds_subject_with_the_new_version(
 
 
 async def test_a_refusal_mails_why(
-    brain: TradingBrain, alerts: EmailAlerts, inbox: Inbox, model_file: Any
+    brain: TradingBrain, models: ModelInstaller, alerts: EmailAlerts, inbox: Inbox, model_file: Any
 ) -> None:
-    observe_brain(brain, None, alerts)
+    observe_brain(models, None, alerts)
 
     assert not await brain.reload_models(model_file(n_features=5))
     await alerts.aclose()
@@ -75,13 +76,13 @@ async def test_a_refusal_mails_why(
 
 
 async def test_a_rollback_mails_the_backup_it_restored(
-    brain: TradingBrain, alerts: EmailAlerts, inbox: Inbox, model_file: Any
+    brain: TradingBrain, models: ModelInstaller, alerts: EmailAlerts, inbox: Inbox, model_file: Any
 ) -> None:
     assert await brain.reload_models(model_file(version="2.0.0", seed=2))
-    observe_brain(brain, None, alerts)  # from here on: only the rollback is told
-    [backup] = brain.backups()
+    observe_brain(models, None, alerts)  # from here on: only the rollback is told
+    [backup] = models.backups()
 
-    result = await brain.rollback()
+    result = await models.rollback()
     await alerts.aclose()
 
     assert result.ok
@@ -91,9 +92,9 @@ async def test_a_rollback_mails_the_backup_it_restored(
 
 
 async def test_a_model_already_serving_mails_nothing(
-    brain: TradingBrain, alerts: EmailAlerts, inbox: Inbox
+    brain: TradingBrain, models: ModelInstaller, alerts: EmailAlerts, inbox: Inbox
 ) -> None:
-    observe_brain(brain, None, alerts)
+    observe_brain(models, None, alerts)
 
     assert await brain.reload_models(brain.snapshot.models[SLOT].path)
     await alerts.aclose()
@@ -101,9 +102,11 @@ async def test_a_model_already_serving_mails_nothing(
     assert inbox.deliveries == []
 
 
-async def test_reloads_and_decisions_reach_monitoring(brain: TradingBrain, model_file: Any) -> None:
+async def test_reloads_and_decisions_reach_monitoring(
+    brain: TradingBrain, models: ModelInstaller, model_file: Any
+) -> None:
     monitoring = ProductionMonitoringService()
-    observe_brain(brain, monitoring, None)
+    observe_brain(models, monitoring, None)
 
     assert await brain.reload_models(model_file(version="2.0.0", seed=2))
     assert not await brain.reload_models(model_file("bad.onnx", n_features=5))
@@ -119,10 +122,10 @@ async def test_reloads_and_decisions_reach_monitoring(brain: TradingBrain, model
 
 
 async def test_a_dead_mail_server_neither_delays_nor_breaks_an_install(
-    brain: TradingBrain, model_file: Any, logs: list[str]
+    brain: TradingBrain, models: ModelInstaller, model_file: Any, logs: list[str]
 ) -> None:
     alerts = EmailAlerts(alert_settings(free_port()))  # nothing listens there
-    observe_brain(brain, None, alerts)
+    observe_brain(models, None, alerts)
 
     started = time.perf_counter()
     installed = await brain.reload_models(model_file(version="2.0.0", seed=2))
@@ -136,13 +139,13 @@ async def test_a_dead_mail_server_neither_delays_nor_breaks_an_install(
 
 
 async def test_a_stalling_mail_server_does_not_delay_an_install(
-    brain: TradingBrain, model_file: Any
+    brain: TradingBrain, models: ModelInstaller, model_file: Any
 ) -> None:
     stalling = Inbox(stall_seconds=STALL_SECONDS)
     with serving(stalling) as controller:
         # Alerts may wait longer than the stall: only the swap must not wait for them.
         alerts = EmailAlerts(alert_settings(controller.port, timeout_seconds=2 * STALL_SECONDS))
-        observe_brain(brain, None, alerts)
+        observe_brain(models, None, alerts)
 
         started = time.perf_counter()
         installed = await brain.reload_models(model_file(version="2.0.0", seed=2))

@@ -226,7 +226,7 @@ async def test_status_shows_provenance_backups_last_sync_and_breakers(
     assert provenance["artifact_id"] == artifact.id
     assert provenance["head_sha"] == run.head_sha
     assert provenance["branch"] == "main"
-    assert model["backups"] == [p.name for p in stack.brain.backups()]
+    assert model["backups"] == [p.name for p in stack.models.backups()]
     assert len(model["backups"]) == 1
     assert report["last_sync"]["outcome"] == "installed"
     assert report["last_sync"]["artifact_id"] == artifact.id
@@ -278,7 +278,7 @@ async def test_retention_keeps_exactly_n_backups_and_rollback_restores_any(
     async with running_ops(settings, clock=TickingClock()) as stack:
         installed = await install_versions(stack, model_file, 5)
 
-        backups = stack.brain.backups()
+        backups = stack.models.backups()
         assert [p.name for p in backups] == [  # newest first, one per install, 1 s apart
             f"{SLOT}_20250108_143027.onnx",
             f"{SLOT}_20250108_143026.onnx",
@@ -294,11 +294,11 @@ async def test_retention_keeps_exactly_n_backups_and_rollback_restores_any(
 
         restorable = {backup.name: sha(backup) for backup in backups}
         for name in reversed(list(restorable)):  # oldest first: each still exists at its turn
-            result = await stack.brain.rollback(backup=name)
+            result = await stack.models.rollback(backup=name)
             assert result.ok, result.reason
             assert stack.brain.snapshot.models[SLOT].sha256 == restorable[name]
             assert sha(models_dir / f"{SLOT}.onnx") == restorable[name]
-            assert len(stack.brain.backups()) == 3
+            assert len(stack.models.backups()) == 3
 
 
 async def test_retention_keeps_the_newest_backups_when_installs_share_a_second(
@@ -308,7 +308,7 @@ async def test_retention_keeps_the_newest_backups_when_installs_share_a_second(
     async with running_ops(settings, clock=TickingClock(step=timedelta(0))) as stack:
         installed = await install_versions(stack, model_file, 5)
 
-        kept = [sha(p) for p in stack.brain.backups()]
+        kept = [sha(p) for p in stack.models.backups()]
 
         assert kept == [sha(path) for path in installed[3:0:-1]]
 
@@ -359,7 +359,7 @@ async def test_admin_rollback_with_the_token_restores_the_previous_backup(
 
 
 async def test_admin_rollback_to_a_named_backup(admin_stack: OpsStack) -> None:
-    oldest = admin_stack.brain.backups()[-1]  # the embedded model's
+    oldest = admin_stack.models.backups()[-1]  # the embedded model's
 
     status, body = await admin_stack.post(
         "/admin/rollback",

@@ -12,8 +12,11 @@ from loguru import logger
 
 from app.errors import ConfigurationError
 from app.fsutil import replace_durably, write_bytes_atomically
+from app.install.layout import ModelsLayout
+from app.install.records import Provenance
+from app.install.transaction import Transaction
 from app.services.github_types import CachedPage
-from app.services.state import Provenance, StateStore, SyncState
+from app.services.state import StateStore, SyncState
 
 NOW = datetime(2024, 5, 1, 12, 30, 45, tzinfo=UTC)
 
@@ -65,6 +68,18 @@ def provenance(slot: str = "unified_brain", **changes: object) -> Provenance:
     return Provenance.model_validate(fields)
 
 
+def record_installed(store: StateStore, record: Provenance) -> None:
+    """What an install leaves for the state to read: the provenance file (written, like every
+    file under models/, by an install transaction), then the state reloaded and saved."""
+    layout = ModelsLayout(store.folder.parent)
+    transaction = Transaction(layout)
+    transaction.place_record(record, layout.provenance_file(record.slot))
+    transaction.apply()
+    transaction.commit()
+    store.load()
+    store.flush()
+
+
 def page(etag: str, *items: int, next_url: str | None = None) -> CachedPage:
     return CachedPage(etag=etag, items=tuple({"id": item} for item in items), next_url=next_url)
 
@@ -75,7 +90,7 @@ def files_under(folder: Path) -> list[str]:
 
 class TestRoundTrip:
     def test_everything_recorded_is_read_back(self, models_dir, store):
-        store.record_installed(provenance())
+        record_installed(store, provenance())
         store.record_artifact(
             artifact_id=600,
             name="trained-model",
@@ -101,7 +116,7 @@ class TestRoundTrip:
         ) == page('"e1"', 1, 2)
 
     def test_the_provenance_file_is_the_record_of_what_is_installed(self, models_dir, store):
-        store.record_installed(provenance())
+        record_installed(store, provenance())
 
         written = models_dir / ".sync" / "installed" / "unified_brain.json"
         assert Provenance.model_validate_json(written.read_bytes()) == provenance()
@@ -152,9 +167,10 @@ class TestRoundTrip:
 
 class TestCorruption:
     def install_two_slots(self, models_dir: Path) -> None:
-        StateStore(models_dir, clock=clock).record_installed(provenance())
-        StateStore(models_dir, clock=clock).record_installed(
-            provenance("risk", run_id=9100, run_attempt=1, artifact_id=777)
+        record_installed(StateStore(models_dir, clock=clock), provenance())
+        record_installed(
+            StateStore(models_dir, clock=clock),
+            provenance("risk", run_id=9100, run_attempt=1, artifact_id=777),
         )
 
     @pytest.mark.parametrize(
@@ -205,7 +221,7 @@ class TestCorruption:
         assert any("cannot be read" in line for line in log_lines)
 
     def test_a_corrupt_provenance_file_is_reported_and_ignored(self, models_dir, log_lines):
-        StateStore(models_dir).record_installed(provenance())
+        record_installed(StateStore(models_dir), provenance())
         broken = models_dir / ".sync" / "installed" / "risk.json"
         broken.write_text('{"slot": "risk"}')
 
@@ -219,7 +235,7 @@ class TestCorruption:
 
 class TestAtomicWrites:
     def test_saves_leave_no_temporary_files(self, models_dir, store):
-        store.record_installed(provenance())
+        record_installed(store, provenance())
         for artifact_id in range(5):
             store.record_artifact(artifact_id=artifact_id, name="m", outcome="rejected", reason="r")
         assert files_under(models_dir) == [
@@ -284,7 +300,7 @@ class TestProcessedArtifacts:
 
     def test_old_records_are_dropped_but_never_the_installed_one(self, models_dir):
         store = StateStore(models_dir, max_artifact_records=3)
-        store.record_installed(provenance(artifact_id=1))
+        record_installed(store, provenance(artifact_id=1))
         for artifact_id in range(2, 7):
             store.record_artifact(artifact_id=artifact_id, name="m", outcome="rejected", reason="r")
         assert sorted(store.state.artifacts) == [1, 5, 6]
@@ -292,25 +308,28 @@ class TestProcessedArtifacts:
 
 class TestInstalledRun:
     def test_the_run_of_each_slot(self, store):
-        store.record_installed(provenance())
-        store.record_installed(provenance("risk", run_id=8000, run_attempt=None))
-        store.record_installed(provenance("inbox", source="inbox", run_id=None, artifact_id=None))
+        record_installed(store, provenance())
+        record_installed(store, provenance("risk", run_id=8000, run_attempt=None))
+        record_installed(store, provenance("inbox", source="inbox", run_id=None, artifact_id=None))
         assert store.installed_run("unified_brain") == (9000, 2)
         assert store.installed_run("risk") == (8000, 1)  # attempt unknown: the first
         assert store.installed_run("inbox") is None
         assert store.installed_run("absent") is None
 
     def test_a_new_install_replaces_the_slot_provenance(self, models_dir, store):
-        store.record_installed(provenance())
-        store.record_installed(provenance(run_id=9500, run_attempt=1, artifact_id=556))
+        record_installed(store, provenance())
+        record_installed(store, provenance(run_id=9500, run_attempt=1, artifact_id=556))
         assert StateStore(models_dir).installed_run("unified_brain") == (9500, 1)
         assert StateStore(models_dir).processed_artifact_ids() == {555, 556}
 
     @pytest.mark.parametrize("slot", ["", ".hidden", "../escape", "a/b", "a\\b"])
     def test_a_slot_name_that_is_not_a_file_name_is_refused(self, store, slot):
         with pytest.raises(ConfigurationError, match="cannot name a provenance file"):
-            store.record_installed(provenance(slot))
-        assert not store.installed_folder.exists() or files_under(store.installed_folder) == []
+            record_installed(store, provenance(slot))
+        assert (
+            not (store.folder / "installed").exists()
+            or files_under(store.folder / "installed") == []
+        )
 
 
 class TestETagCache:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from app.brain.lock import DirectoryLock
+from app.install.lock import DirectoryLock
 from tests.artifacts import model_artifact, model_bytes, sha256_hex
 from tests.fakes.github import DOWNLOAD_ARTIFACT, LIST_RUNS
 from tests.sync_host import SLOT, backups, fake_settings, good_run

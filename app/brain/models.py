@@ -30,6 +30,8 @@ class LoadedModel:
     signature: ModelSignature
     identity: FileIdentity
     session: Any = field(repr=False, compare=False)
+    # Set when the slot's active file could not serve and this model came from a backup.
+    fallback_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class SwapResult:
     installed: Mapping[str, LoadedModel] = field(default_factory=dict)
     backups: Mapping[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    error: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

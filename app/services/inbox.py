@@ -18,7 +18,8 @@ from pathlib import Path
 from loguru import logger
 
 from app.fsutil import write_bytes_atomically
-from app.services.installer import ArtifactInstaller, Origin
+from app.install.records import Origin
+from app.services.installer import ArtifactInstaller
 from app.services.sync import CloudModelSynchronizationService
 
 SETTLE_SECONDS = 1.0
@@ -77,7 +78,9 @@ class LocalInbox:
 
     async def _process(self, path: Path) -> InboxResult:
         logger.info(f"🌐 [CLOUD-SYNC] Installing from the inbox: {path.name}")
-        outcome = await self._installer.install_zip(path, Origin("inbox", artifact_name=path.name))
+        outcome = await self._installer.install_zip(
+            path, Origin(source="inbox", artifact_name=path.name)
+        )
         if outcome.outcome == "failed":
             logger.warning(f"⚠️ [CLOUD-SYNC] Inbox zip {path.name} kept for later: {outcome.reason}")
             return InboxResult(path.name, outcome.outcome, outcome.reason, None)

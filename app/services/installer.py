@@ -7,7 +7,6 @@ checked the same way wherever it came from.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
 import uuid
 from collections.abc import Callable
@@ -17,28 +16,17 @@ from pathlib import Path, PurePosixPath
 
 from loguru import logger
 
-from app.brain.brain import TradingBrain
 from app.brain.models import Candidate, SwapResult, version_label
 from app.errors import ArtifactError, ArtifactTooLarge, ChecksumMismatch, ModelError
-from app.fsutil import replace_durably
+from app.install.installer import ModelInstaller
+from app.install.layout import ModelsLayout
+from app.install.lock import DirectoryLock
+from app.install.records import Origin, Provenance
+from app.install.transaction import Transaction
 from app.services.extraction import ExtractionLimits, extract_artifact
 from app.services.manifest import ArtifactManifest, SlotAssignment, assign_slots, build_manifest
-from app.services.state import Provenance, Source, StateStore
+from app.services.state import StateStore
 from app.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where an artifact came from; becomes the provenance of what it installs."""
-
-    source: Source
-    artifact_name: str
-    run_id: int | None = None
-    run_attempt: int | None = None
-    artifact_id: int | None = None
-    head_sha: str | None = None
-    branch: str | None = None
-    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,27 +57,35 @@ def reason_code(error: BaseException) -> str:
     return "other"
 
 
+def check_placements(manifest: ArtifactManifest) -> None:
+    """Refuse an artifact with any file in a reserved folder (``.sync/``, ``backup/``, ...)."""
+    members = [model.path for model in manifest.models] + list(manifest.other_files)
+    for member in members:
+        why = ModelsLayout.reserved_reason(member)
+        if why is not None:
+            raise ArtifactError(f"member {member} may not be installed: {why}")
+
+
 class ArtifactInstaller:
-    """Installs verified artifacts through the brain (or onto disk when there is no brain)."""
+    """Installs verified artifacts through the model installer (or files only, without a brain)."""
 
     def __init__(
         self,
         settings: Settings,
         state: StateStore,
-        brain: TradingBrain | None,
+        models: ModelInstaller | None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._state = state
-        self._brain = brain
+        self._models = models
         self._clock = clock
-        self._models_dir = settings.models_dir
-        self._work_dir = self._models_dir / ".sync" / "work"
+        self._layout = ModelsLayout(settings.models_dir)
 
     async def install_zip(self, zip_path: Path, origin: Origin) -> InstallOutcome:
         """Extract, verify and install `zip_path`; never raises for a bad artifact."""
-        work = self._work_dir / uuid.uuid4().hex
+        work = self._layout.work_dir / uuid.uuid4().hex
         try:
             manifest, assignment = await asyncio.to_thread(self._verify, zip_path, work)
             return await self._install(manifest, assignment, origin)
@@ -104,106 +100,86 @@ class ArtifactInstaller:
         manifest = build_manifest(
             extracted, require_checksums=self._settings.models.require_checksums
         )
+        check_placements(manifest)
         slots = {slot: s.path for slot, s in self._settings.brain.slots.items()}
         return manifest, assign_slots(manifest, slots)
+
+    def _other_files(
+        self, manifest: ArtifactManifest, assignment: SlotAssignment
+    ) -> list[tuple[Path, Path]]:
+        """metadata.json, .pkl and unassigned models: (verified file, final path)."""
+        relatives: list[PurePosixPath] = list(manifest.other_files)
+        relatives += [model.path for model in assignment.unassigned]
+        return [(manifest.root / rel, self._layout.path_of(rel)) for rel in relatives]
 
     async def _install(
         self, manifest: ArtifactManifest, assignment: SlotAssignment, origin: Origin
     ) -> InstallOutcome:
-        candidates = [
-            Candidate(slot, manifest.root / model.path, model.version, model.sha256)
-            for slot, model in assignment.by_slot.items()
-        ]
-        if self._brain is None:
+        if self._models is None:
             logger.warning(
                 "⚠️ [CLOUD-SYNC] No trading brain to hot-swap into; installing files only"
             )
             return await asyncio.to_thread(self._install_files_only, manifest, assignment, origin)
+        candidates = [
+            Candidate(slot, manifest.root / model.path, model.version, model.sha256)
+            for slot, model in assignment.by_slot.items()
+        ]
         for candidate in candidates:
             logger.info(f"🔄 [CLOUD-SYNC] Triggering model hot-swap for: {candidate.path}")
-        result = await self._brain.swap_in(candidates, source=origin.source)
+        result = await self._models.swap_in(
+            candidates, origin=origin, other_files=self._other_files(manifest, assignment)
+        )
         if not result.ok:
             logger.warning("⚠️ [CLOUD-SYNC] Model hot-swap failed - keeping current model")
             if result.retryable:
                 return InstallOutcome("failed", result.reason, "other")
             return InstallOutcome("rejected", result.reason, "incompatible")
         if not result.installed:
-            # Already serving; the provenance still moves on to this (newer) artifact, so the
-            # next cycle does not take an in-between run for newer than what serves.
-            serving = {c.slot: self._brain.snapshot.models[c.slot] for c in candidates}
-            await asyncio.to_thread(
-                self.record, dataclasses.replace(result, installed=serving), origin
-            )
             return InstallOutcome("up_to_date", "already serving this model", "ok")
         logger.info("✅ [CLOUD-SYNC] Model hot-swap completed successfully")
-        await asyncio.to_thread(self._place_other_files, manifest, assignment)
-        versions = await asyncio.to_thread(self.record, result, origin)
+        versions = {slot: model.version for slot, model in result.installed.items()}
         return InstallOutcome("installed", "installed", "ok", versions)
-
-    def _other_files(
-        self, manifest: ArtifactManifest, assignment: SlotAssignment
-    ) -> list[PurePosixPath]:
-        return list(manifest.other_files) + [model.path for model in assignment.unassigned]
-
-    def _place_other_files(self, manifest: ArtifactManifest, assignment: SlotAssignment) -> None:
-        """metadata.json, .pkl and unassigned models beside the models, each atomically."""
-        store = self._brain.store if self._brain else None
-        lock = store.acquire_write_lock() if store else None
-        try:
-            for relative in self._other_files(manifest, assignment):
-                _place(manifest.root / relative, self._models_dir / relative)
-        finally:
-            if lock is not None:
-                lock.release()
 
     def _install_files_only(
         self, manifest: ArtifactManifest, assignment: SlotAssignment, origin: Origin
     ) -> InstallOutcome:
+        """Without a brain: the same transaction, with nothing validated or published."""
+        now = self._clock()
         versions = {}
-        for slot, model in assignment.by_slot.items():
-            target = self._models_dir / self._settings.brain.slots[slot].path
-            _place(manifest.root / model.path, target)
-            versions[slot] = version_label(model.sha256, model.version)
-            self._state.record_installed(
-                self._provenance(slot, target, model.sha256, versions[slot], origin)
-            )
-        self._place_other_files(manifest, assignment)
+        lock = DirectoryLock(
+            self._layout.write_lock, wait_seconds=self._settings.models.lock_wait_seconds
+        )
+        try:
+            transaction = Transaction(self._layout)
+            try:
+                for slot, model in assignment.by_slot.items():
+                    target = self._layout.path_of(self._settings.brain.slots[slot].path)
+                    staged = transaction.stage_copy(manifest.root / model.path, suffix=".onnx")
+                    transaction.place(staged, target, model.sha256)
+                    versions[slot] = version_label(model.sha256, model.version)
+                    provenance = Provenance(
+                        **origin.model_dump(),
+                        slot=slot,
+                        path=str(target),
+                        sha256=model.sha256,
+                        version=versions[slot],
+                        installed_at=now,
+                    )
+                    transaction.place_record(provenance, self._layout.provenance_file(slot))
+                for source, final in self._other_files(manifest, assignment):
+                    staged = transaction.stage_copy(source, suffix=final.suffix)
+                    transaction.place(staged, final)
+                transaction.apply()
+                transaction.commit()
+            except BaseException:
+                transaction.abort()
+                raise
+        finally:
+            lock.release()
         return InstallOutcome("installed", "installed (no brain to hot-swap)", "ok", versions)
 
     async def roll_back(self, slot: str | None, backup: str | None) -> SwapResult:
-        """Restore a backup through the brain's checks, and record where it came from."""
-        if self._brain is None:
+        """Restore a backup through the brain's checks (its provenance comes back with it)."""
+        if self._models is None:
             return SwapResult(ok=False, reason="there is no trading brain to roll back")
-        result = await self._brain.rollback(slot, backup)
-        if result.ok and result.installed:
-            origin = Origin("rollback", artifact_name=backup or "the previous backup")
-            await asyncio.to_thread(self.record, result, origin)
-        return result
-
-    def record(self, result: SwapResult, origin: Origin) -> dict[str, str]:
-        """Write the provenance of every model `result` installed; their versions by slot."""
-        versions = {}
-        for slot, model in result.installed.items():
-            versions[slot] = model.version
-            self._state.record_installed(
-                self._provenance(slot, model.path, model.sha256, model.version, origin)
-            )
-        return versions
-
-    def _provenance(
-        self, slot: str, path: Path, sha256: str, version: str, origin: Origin
-    ) -> Provenance:
-        return Provenance(
-            slot=slot,
-            path=str(path),
-            sha256=sha256,
-            version=version,
-            installed_at=self._clock(),
-            **dataclasses.asdict(origin),
-        )
-
-
-def _place(source: Path, target: Path) -> None:
-    """Move a verified file from the work folder to its place under models/, atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    replace_durably(source, target)
+        return await self._models.rollback(slot, backup)

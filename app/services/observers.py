@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.brain.brain import SwapListener, TradingBrain
 from app.brain.models import SwapEvent
+from app.install.installer import ModelInstaller, SwapListener
 from app.services.alerts import EmailAlerts
 from app.services.monitoring import ProductionMonitoringService
 
@@ -35,12 +35,12 @@ def swap_listener(
 
 
 def observe_brain(
-    brain: TradingBrain,
+    models: ModelInstaller,
     monitoring: ProductionMonitoringService | None,
     alerts: EmailAlerts | None,
-) -> TradingBrain:
-    """Attach metrics and alerts to `brain`; returns it (a provider can wrap the brain)."""
-    brain.add_listener(swap_listener(monitoring, alerts))
+) -> ModelInstaller:
+    """Attach metrics and alerts to `models` and its brain; returns it (a provider can wrap it)."""
+    models.add_listener(swap_listener(monitoring, alerts))
     if monitoring is not None:
-        brain.observe_decisions(monitoring.record_decision)
-    return brain
+        models.brain.observe_decisions(monitoring.record_decision)
+    return models

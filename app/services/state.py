@@ -24,21 +24,18 @@ from urllib.parse import parse_qsl, urlsplit
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.errors import ConfigurationError
 from app.fsutil import write_bytes_atomically
+from app.install.layout import ModelsLayout
+from app.install.records import Provenance, Records, describe_invalid
 from app.services.github_types import CachedPage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-SYNC_FOLDER = ".sync"
-STATE_FILE = "state.json"
-INSTALLED_FOLDER = "installed"
 MAX_CACHED_PAGES = 50
 MAX_ARTIFACT_RECORDS = 1000
 
 Outcome = Literal["installed", "up_to_date", "rejected", "expired", "failed"]
-Source = Literal["github", "webhook", "inbox", "cli", "embedded", "rollback"]
 
 # A "failed" attempt (network, API) is retried; every other outcome is final for that artifact:
 # a content rejection would be rejected again, so it is not downloaded again.
@@ -70,24 +67,6 @@ class ArtifactRecord(_Record):
     reason: str
     digest: str | None = None
     seen_at: datetime
-
-
-class Provenance(_Record):
-    """Where the model in service for one slot came from."""
-
-    slot: str
-    path: str
-    sha256: str
-    version: str | None = None
-    source: Source
-    run_id: int | None = None
-    run_attempt: int | None = None
-    artifact_id: int | None = None
-    artifact_name: str | None = None
-    head_sha: str | None = None
-    branch: str | None = None
-    digest: str | None = None
-    installed_at: datetime
 
 
 class LastSync(_Record):
@@ -136,15 +115,6 @@ def _holds_credentials(url: str) -> bool:
     return any(word in name for name in names for word in _SECRET_QUERY_WORDS)
 
 
-def _describe_invalid(error: ValidationError) -> str:
-    first = error.errors()[0]
-    if first["type"] == "json_invalid":
-        return f"invalid JSON: {first['msg']}"
-    location = ".".join(str(part) for part in first["loc"]) or "top level"
-    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
-    return f"{location}: {first['msg']}{more}"
-
-
 def _installed_record(provenance: Provenance, artifact_id: int) -> ArtifactRecord:
     return ArtifactRecord(
         artifact_id=artifact_id,
@@ -175,9 +145,10 @@ class StateStore:
         max_artifact_records: int = MAX_ARTIFACT_RECORDS,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self.folder = models_dir / SYNC_FOLDER
-        self.state_path = self.folder / STATE_FILE
-        self.installed_folder = self.folder / INSTALLED_FOLDER
+        layout = ModelsLayout(models_dir)
+        self.folder = layout.sync_dir
+        self.state_path = layout.state_file
+        self._records = Records(layout)
         self._max_cached_pages = max_cached_pages
         self._max_artifact_records = max_artifact_records
         self._clock = clock
@@ -253,17 +224,6 @@ class StateStore:
         self.save()
         return last
 
-    def record_installed(self, provenance: Provenance) -> None:
-        """Write the slot's provenance file, mark its artifact installed, and save."""
-        target = self._provenance_path(provenance.slot)
-        self.installed_folder.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomically(target, provenance.model_dump_json(indent=2))
-        state = self.state
-        state.installed[provenance.slot] = provenance
-        if provenance.artifact_id is not None:
-            self._store_record(_installed_record(provenance, provenance.artifact_id))
-        self.save()
-
     def installed_run(self, slot: str) -> tuple[int, int] | None:
         """(run id, run attempt) of the slot's model, or None when it did not come from a run."""
         provenance = self.state.installed.get(slot)
@@ -321,14 +281,6 @@ class StateStore:
 
     # Internals
 
-    def _provenance_path(self, slot: str) -> Path:
-        name = f"{slot}.json"
-        if not slot or slot.startswith(".") or Path(name).name != name or "\\" in slot:
-            raise ConfigurationError(
-                f"brain.slots: slot name {slot!r} cannot name a provenance file"
-            )
-        return self.installed_folder / name
-
     def _store_record(self, record: ArtifactRecord) -> None:
         artifacts = self.state.artifacts
         artifacts[record.artifact_id] = record
@@ -361,7 +313,7 @@ class StateStore:
         try:
             return SyncState.model_validate_json(raw)
         except ValidationError as error:
-            reason = _describe_invalid(error)
+            reason = describe_invalid(error)
         logger.error(f"❌ [CLOUD-SYNC] Sync state {path} is corrupt ({reason}); rebuilding it")
         self._move_aside(path)
         self._dirty = True
@@ -382,23 +334,4 @@ class StateStore:
             logger.warning(f"⚠️ [CLOUD-SYNC] Kept the corrupt sync state as {aside}")
 
     def _read_provenance_files(self) -> dict[str, Provenance]:
-        installed: dict[str, Provenance] = {}
-        try:
-            files = sorted(self.installed_folder.glob("*.json"))
-        except OSError:
-            return installed
-        for path in files:
-            try:
-                provenance = Provenance.model_validate_json(path.read_bytes())
-            except (OSError, ValidationError) as error:
-                reason = (
-                    _describe_invalid(error)
-                    if isinstance(error, ValidationError)
-                    else str(error.strerror or error)
-                )
-                logger.error(
-                    f"❌ [CLOUD-SYNC] Provenance file {path} is unreadable ({reason}); ignoring it"
-                )
-                continue
-            installed[path.stem] = provenance
-        return installed
+        return self._records.all_provenance()

@@ -25,7 +25,6 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from loguru import logger
 
-from app.brain.lock import DirectoryLock
 from app.errors import (
     ArtifactError,
     ArtifactExpired,
@@ -33,9 +32,11 @@ from app.errors import (
     ModelsDirectoryLocked,
     UpstreamError,
 )
+from app.install.lock import DirectoryLock
+from app.install.records import Origin, Source
 from app.services.github import GitHubActionsClient
 from app.services.github_types import Artifact, WorkflowRun
-from app.services.installer import ArtifactInstaller, InstallOutcome, Origin, reason_code
+from app.services.installer import ArtifactInstaller, InstallOutcome, reason_code
 from app.services.selection import (
     ArtifactCandidate,
     SelectionPolicy,
@@ -43,7 +44,7 @@ from app.services.selection import (
     choose_candidate,
     why_run_ineligible,
 )
-from app.services.state import Source, StateStore
+from app.services.state import StateStore
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -240,12 +241,13 @@ class CloudModelSynchronizationService:
 
     def _installed_run(self) -> tuple[int, int] | None:
         """The newest run ever installed: from the provenance files, and from the state's record
-        of installed artifacts (which survives a rollback or an unreadable provenance file)."""
+        of installed (or already serving) artifacts, which survives a rollback or an unreadable
+        provenance file."""
         runs = [self._state.installed_run(slot) for slot in self._settings.brain.slots]
         runs += [
             (record.run_id, record.run_attempt or 1)
             for record in self._state.state.artifacts.values()
-            if record.outcome == "installed" and record.run_id is not None
+            if record.outcome in {"installed", "up_to_date"} and record.run_id is not None
         ]
         known = [run for run in runs if run is not None]
         return max(known) if known else None

@@ -35,7 +35,10 @@ def parse_backup_name(file_name: str) -> BackupName | None:
     match = _BACKUP_NAME.match(file_name)
     if match is None:
         return None
-    taken_at = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    try:
+        taken_at = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:  # shaped like a backup's name, but no real moment (month 99)
+        return None
     return BackupName(taken_at=taken_at, sequence=int(match["seq"] or 1), slot=match["slot"])
 
 

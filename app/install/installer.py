@@ -1,0 +1,543 @@
+"""Models in and out of service: start-up, hot swaps, rollbacks and the watch of the disk.
+
+The one writer of ``models/``. A swap (seed: ``ReloadModelsAsync``) stages the candidates in a
+:class:`~app.install.transaction.Transaction`, has the brain build and validate their sessions
+in worker threads, plans a backup of each model being replaced (only a model that really
+served: a refused file is never backed up), the provenance records and the artifact's other
+files, applies them all under the journal, lets the brain publish the new snapshot, and
+commits. Any failure leaves the old models serving and the disk as it was.
+
+At start-up an interrupted install is undone and every leftover removed before anything loads.
+A slot whose active file cannot serve starts on its newest valid backup (``models.on_bad_active:
+fall_back``), loudly, until an install or rollback mends the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loguru import logger
+
+from app.brain.brain import TradingBrain
+from app.brain.models import BrainSnapshot, Candidate, LoadedModel, SwapEvent, SwapResult
+from app.brain.runtime import FileIdentity
+from app.brain.validation import check_file
+from app.errors import AppError, ModelError, ModelsDirectoryLocked
+from app.fsutil import sha256_of_file
+from app.install.backups import backups_of, next_backup_name, parse_backup_name
+from app.install.layout import ModelsLayout
+from app.install.lock import DirectoryLock
+from app.install.records import BackupRecord, Origin, Provenance, Records
+from app.install.transaction import Transaction, recover
+from app.settings import Settings
+
+# Flushing a staged candidate overlaps its validation (both release the GIL).
+_FLUSHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-flush")
+
+SwapListener = Callable[[SwapEvent], None]
+OtherFile = tuple[Path, Path]  # (verified file in the work folder, its final path)
+
+
+def _break_shared_inodes(layout: ModelsLayout, actives: Sequence[Path]) -> None:
+    """Give an active file its own copy when it shares an inode with a backup.
+
+    Older versions restored backups by hard link; an in-place write to the active file would
+    then rewrite the backup too.
+    """
+    if not layout.backup_dir.is_dir():
+        return
+    backups = {}
+    for entry in layout.backup_dir.iterdir():
+        if entry.is_file():
+            stat = entry.stat()
+            backups[(stat.st_dev, stat.st_ino)] = entry
+    for active in actives:
+        try:
+            stat = active.stat()
+        except FileNotFoundError:
+            continue
+        if (stat.st_dev, stat.st_ino) not in backups:
+            continue
+        transaction = Transaction(layout)
+        staged = transaction.stage_copy(active, suffix=active.suffix)
+        transaction.place(staged, active)
+        transaction.apply()
+        transaction.commit()
+        logger.info(f"💾 [MODEL-RELOAD] {active} no longer shares its file with a backup")
+
+
+class ModelInstaller:
+    """Installs, rolls back and watches the models a brain serves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        brain: TradingBrain,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._brain = brain
+        self._clock = clock
+        self.layout = ModelsLayout(settings.models_dir)
+        self.records = Records(self.layout)
+        self._lock = asyncio.Lock()
+        self._listeners: list[SwapListener] = []
+        self._refused: dict[str, FileIdentity] = {}  # the watch's memory of refused files
+        brain.attach_reloader(self)
+
+    @property
+    def brain(self) -> TradingBrain:
+        return self._brain
+
+    def add_listener(self, listener: SwapListener) -> None:
+        """Call `listener` after every swap attempt; it must not block or raise."""
+        self._listeners.append(listener)
+
+    @contextmanager
+    def write_lock(self, *, wait_seconds: float | None = None) -> Iterator[None]:
+        """Hold the cross-process write lock (ModelsDirectoryLocked when another holds it)."""
+        wait = self._settings.models.lock_wait_seconds if wait_seconds is None else wait_seconds
+        lock = DirectoryLock(self.layout.write_lock, wait_seconds=wait)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def recorded_version(self, slot: str, sha256: str) -> str | None:
+        return self.records.version_of(slot, sha256)
+
+    def _slot_path(self, slot: str) -> Path:
+        return self.layout.path_of(self._settings.brain.slots[slot].path)
+
+    # -- start-up ------------------------------------------------------------------------
+
+    async def start(self, *, recover: bool = True, strict: bool = False) -> BrainSnapshot:
+        """Undo an interrupted install and clear leftovers (unless read-only), then load.
+
+        A read-only start (``status``, ``--smoke``) loads what the next writing start would
+        serve. `strict` (the host) honours ``models.on_bad_active: refuse``.
+        """
+        if self._brain.loaded:
+            return self._brain.snapshot
+        snapshot = await asyncio.to_thread(self._start_blocking, recover, strict)
+        for slot, model in snapshot.models.items():
+            logger.info(
+                f"✅ [MODEL-RELOAD] Serving {slot} version {model.version} from {model.path}"
+            )
+        return snapshot
+
+    def _start_blocking(self, recover_first: bool, strict: bool) -> BrainSnapshot:
+        actives = [self._slot_path(slot) for slot in self._settings.brain.slots]
+        if recover_first:
+            with self.write_lock():
+                recover(self.layout)
+                freed = self.layout.clear_scratch()
+                if freed:
+                    logger.info(f"🧹 [MODEL-RELOAD] Removed {freed} bytes of unfinished work")
+                _break_shared_inodes(self.layout, actives)
+        models: dict[str, LoadedModel] = {}
+        for slot, path in zip(self._settings.brain.slots, actives, strict=True):
+            try:
+                models[slot] = self._brain.load_model(slot, path, serving=None, alongside=models)
+            except ModelError as error:
+                refuse = strict and self._settings.models.on_bad_active == "refuse"
+                fallback = None if refuse else self._fall_back(slot, path, error, models)
+                if fallback is None:
+                    raise ModelError(f"slot {slot!r} cannot start from {path}: {error}") from None
+                models[slot] = fallback
+        return self._brain.publish(models)
+
+    def _fall_back(
+        self, slot: str, path: Path, error: ModelError, loaded: Mapping[str, LoadedModel]
+    ) -> LoadedModel | None:
+        for backup in self.backups(slot):
+            if not self._backup_is_intact(backup):
+                continue
+            try:
+                model = self._brain.load_model(
+                    slot, backup, serving=None, installed_at=path, alongside=loaded
+                )
+            except ModelError:
+                continue
+            reason = f"active file {path} cannot serve ({error}); serving backup {backup.name}"
+            logger.error(f"❌ [MODEL-RELOAD] Slot {slot}: {reason}")
+            with_reason = dataclasses.replace(model, fallback_reason=reason)
+            with contextlib.suppress(FileNotFoundError):
+                self._refused[slot] = FileIdentity.of(path)
+            return with_reason
+        return None
+
+    # -- swaps ---------------------------------------------------------------------------
+
+    async def reload(self, path: Path, slot: str, version: str | None) -> bool:
+        """The brain's ``reload_models``."""
+        result = await self.swap_in([Candidate(slot, path, version)])
+        return result.ok
+
+    async def swap_in(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        origin: Origin | None = None,
+        other_files: Sequence[OtherFile] = (),
+    ) -> SwapResult:
+        """Validate, back up, install and swap a set of models (and their files), all or nothing.
+
+        `origin` becomes the provenance of what is installed (default: a file from the CLI).
+        """
+        origin = origin or Origin(source="cli")
+        slots = tuple(candidate.slot for candidate in candidates)
+        offered = {candidate.slot: candidate.path for candidate in candidates}
+        for candidate in candidates:
+            logger.info(f"🔄 [MODEL-RELOAD] Starting model reload: {candidate.path}")
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                installed, backups = await asyncio.to_thread(
+                    self._swap_blocking, candidates, origin, other_files
+                )
+            except Exception as error:
+                known = isinstance(error, AppError)
+                reason = str(error) if known else f"unexpected {type(error).__name__}: {error}"
+                result = SwapResult(
+                    ok=False,
+                    reason=reason,
+                    retryable=not known or isinstance(error, ModelsDirectoryLocked),
+                    seconds=time.perf_counter() - started,
+                    error=error,
+                )
+                if known:
+                    logger.error(f"❌ [MODEL-RELOAD] Model reload refused: {error}")
+                else:
+                    logger.opt(exception=error).error(
+                        f"❌ [MODEL-RELOAD] Model reload failed: {reason}"
+                    )
+                self._tell(SwapEvent("refused", result, origin.source, slots, offered))
+                return result
+        result = SwapResult(
+            ok=True,
+            reason="installed" if installed else "already serving",
+            installed=installed,
+            backups=backups,
+            seconds=time.perf_counter() - started,
+        )
+        for slot, model in installed.items():
+            self._refused.pop(slot, None)
+            logger.info(
+                f"✅ [MODEL-RELOAD] Model reloaded successfully: {slot} version {model.version}"
+            )
+        if installed:
+            kind = "rolled_back" if origin.source == "rollback" else "installed"
+            self._tell(SwapEvent(kind, result, origin.source, slots, offered))
+        return result
+
+    def _swap_blocking(
+        self, candidates: Sequence[Candidate], origin: Origin, other_files: Sequence[OtherFile]
+    ) -> tuple[dict[str, LoadedModel], dict[str, Path]]:
+        current = self._brain.snapshot
+        _check_candidates(candidates, current)
+        with self.write_lock():
+            transaction = Transaction(self.layout)
+            published = False
+            try:
+                prepared = self._stage_and_validate(transaction, candidates, current)
+                if not prepared:
+                    transaction.abort()  # nothing to change: drop what was staged
+                    return {}, {}
+                backups = self._plan(transaction, prepared, current, origin, other_files)
+                transaction.apply()
+                installed = {
+                    slot: dataclasses.replace(model, identity=FileIdentity.of(model.path))
+                    for slot, model in prepared.items()
+                }
+                self._brain.publish(installed)
+                published = True
+                transaction.commit()
+            except BaseException:
+                transaction.abort()
+                if published:
+                    self._brain.publish({slot: current.models[slot] for slot in prepared})
+                raise
+            for slot in installed:
+                self._prune_backups(slot)
+        return installed, backups
+
+    def _stage_and_validate(
+        self, transaction: Transaction, candidates: Sequence[Candidate], current: BrainSnapshot
+    ) -> dict[str, LoadedModel]:
+        """Validated models for the candidates that differ from what already serves."""
+        prepared = {}
+        for candidate in candidates:
+            staged = transaction.stage_copy(candidate.path, suffix=".onnx")
+            flushed = _FLUSHING.submit(transaction.make_durable, staged)
+            serving = current.models[candidate.slot]
+            trusted = self.layout.is_private(candidate.path)
+            try:
+                model = self._brain.load_model(
+                    candidate.slot,
+                    staged,
+                    serving=serving,
+                    version=candidate.version,
+                    installed_at=serving.path,
+                    known_sha256=candidate.sha256 if trusted else None,
+                )
+            finally:
+                flushed.result()
+            if model.sha256 == serving.sha256 and serving.fallback_reason is None:
+                logger.info(f"✅ [MODEL-RELOAD] {candidate.slot} already serves this model")
+                continue
+            transaction.place(staged, serving.path, model.sha256)
+            prepared[candidate.slot] = model
+        return prepared
+
+    def _plan(
+        self,
+        transaction: Transaction,
+        prepared: Mapping[str, LoadedModel],
+        current: BrainSnapshot,
+        origin: Origin,
+        other_files: Sequence[OtherFile],
+    ) -> dict[str, Path]:
+        """Plan the backups, provenance records and other files; the backups by slot."""
+        now = self._clock()
+        backups = {}
+        taken: list[str] = self._backup_names()
+        for slot, model in prepared.items():
+            serving = current.models[slot]
+            if self._active_is_serving(serving):
+                name = next_backup_name(slot, now, taken)
+                taken.append(name)
+                backup = self.layout.backup_dir / name
+                transaction.back_up(serving.path, backup)
+                record = BackupRecord(
+                    name=name,
+                    slot=slot,
+                    sha256=serving.sha256,
+                    version=serving.version,
+                    taken_at=now,
+                    provenance=self._provenance_of(serving),
+                )
+                transaction.place_record(record, self.layout.backup_record_file(name))
+                backups[slot] = backup
+                logger.info(f"💾 [MODEL-RELOAD] Backup created: {backup}")
+            provenance = Provenance(
+                **origin.model_dump(),
+                slot=slot,
+                path=str(serving.path),
+                sha256=model.sha256,
+                version=model.version,
+                installed_at=now,
+            )
+            transaction.place_record(provenance, self.layout.provenance_file(slot))
+        for source, final in other_files:
+            transaction.place(transaction.stage_copy(source, suffix=final.suffix), final)
+        return backups
+
+    def _provenance_of(self, model: LoadedModel) -> Provenance | None:
+        provenance = self.records.provenance(model.slot)
+        return provenance if provenance is not None and provenance.sha256 == model.sha256 else None
+
+    @staticmethod
+    def _active_is_serving(serving: LoadedModel) -> bool:
+        """True when the slot's file on disk holds the model that serves (worth a backup)."""
+        if serving.fallback_reason is not None:
+            return False  # the active file is the one that was refused
+        try:
+            if FileIdentity.of(serving.path) == serving.identity:
+                return True
+            return sha256_of_file(serving.path) == serving.sha256
+        except FileNotFoundError:
+            return False
+
+    def _tell(self, event: SwapEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception as error:
+                logger.warning(f"⚠️ [MODEL-RELOAD] A swap listener failed: {error}")
+
+    # -- backups and rollback ------------------------------------------------------------
+
+    def _backup_names(self) -> list[str]:
+        if not self.layout.backup_dir.is_dir():
+            return []
+        names = []
+        for entry in self.layout.backup_dir.iterdir():
+            if not entry.is_file():
+                continue
+            if parse_backup_name(entry.name) is None:
+                logger.warning(f"⚠️ [MODEL-RELOAD] Ignoring {entry}: not a backup's name")
+                continue
+            names.append(entry.name)
+        return sorted(names)
+
+    def backups(self, slot: str | None = None) -> list[Path]:
+        """Backups of `slot` (default: the decision slot), newest first."""
+        chosen = slot or self._settings.brain.decision_slot
+        names = self._backup_names()
+        return [self.layout.backup_dir / b.file_name for b in backups_of(chosen, names)]
+
+    def _backup_is_intact(self, backup: Path) -> bool:
+        """True unless the backup's recorded SHA-256 says its bytes changed."""
+        record = self.records.backup(backup.name)
+        if record is None:
+            return True  # an older version's backup: validation still decides
+        if sha256_of_file(backup) == record.sha256:
+            return True
+        logger.error(f"❌ [MODEL-RELOAD] Backup {backup.name} is corrupt: its SHA-256 changed")
+        return False
+
+    def _prune_backups(self, slot: str) -> None:
+        """Delete `slot`'s recorded backups beyond the newest ``models.backup_retention``."""
+        keep = self._settings.models.backup_retention
+        recorded = [path for path in self.backups(slot) if self.records.backup(path.name)]
+        for path in recorded[keep:]:
+            path.unlink(missing_ok=True)
+            self.layout.backup_record_file(path.name).unlink(missing_ok=True)
+
+    async def rollback(self, slot: str | None = None, backup: str | None = None) -> SwapResult:
+        """Restore a backup through the same validated path as any install.
+
+        Default: the newest intact backup that differs from the serving model and passes
+        validation; corrupt or invalid backups are skipped with a log line.
+        """
+        chosen = slot or self._settings.brain.decision_slot
+        if chosen not in self._settings.brain.slots:
+            known = ", ".join(self._settings.brain.slots)
+            return SwapResult(ok=False, reason=f"unknown slot {chosen!r} (slots: {known})")
+        choices = await asyncio.to_thread(self._rollback_choices, chosen, backup)
+        if isinstance(choices, str):
+            return SwapResult(ok=False, reason=choices)
+        for path, candidate_sha, record in choices:
+            origin = (
+                record.provenance.origin
+                if record is not None and record.provenance is not None
+                else Origin(source="rollback", artifact_name=path.name)
+            )
+            origin = origin.model_copy(update={"source": "rollback"})
+            version = record.version if record is not None else None
+            result = await self.swap_in(
+                [Candidate(chosen, path, version, candidate_sha)], origin=origin
+            )
+            if result.ok or result.retryable or backup is not None:
+                return result
+            logger.warning(f"⚠️ [MODEL-RELOAD] Backup {path.name} cannot serve; trying an older one")
+        return SwapResult(
+            ok=False,
+            reason=f"slot {chosen!r} has no valid backup that differs from the serving model",
+        )
+
+    def _rollback_choices(
+        self, slot: str, name: str | None
+    ) -> list[tuple[Path, str, BackupRecord | None]] | str:
+        backups = self.backups(slot)
+        if name is not None:
+            backups = [b for b in backups if name in {b.name, str(b)}]
+            if not backups:
+                return f"no backup {name!r} for slot {slot!r}"
+        serving = self._brain.snapshot.models[slot]
+        choices = []
+        for path in backups:
+            record = self.records.backup(path.name)
+            sha = sha256_of_file(path)
+            if record is not None and record.sha256 != sha:
+                logger.error(
+                    f"❌ [MODEL-RELOAD] Backup {path.name} is corrupt: its SHA-256 changed"
+                )
+                if name is not None:
+                    return f"backup {path.name} is corrupt: its SHA-256 differs from its record"
+                continue
+            if sha == serving.sha256 and serving.fallback_reason is None and name is None:
+                continue
+            choices.append((path, sha, record))
+        if not choices:
+            return f"slot {slot!r} has no backup that differs from the serving model"
+        return choices
+
+    # -- models installed by others ------------------------------------------------------
+
+    def disk_differences(self) -> dict[str, str]:
+        """Slots whose file on disk is not the model serving, and why (blocking)."""
+        differences = {}
+        for slot, model in self._brain.snapshot.models.items():
+            if model.fallback_reason is not None:
+                differences[slot] = model.fallback_reason
+                continue
+            try:
+                if FileIdentity.of(model.path) != model.identity:
+                    refused = self._refused.get(slot) == FileIdentity.of(model.path)
+                    how = "refused" if refused else "not loaded yet"
+                    differences[slot] = (
+                        f"the file on disk is not the model serving ({model.path}: {how})"
+                    )
+            except FileNotFoundError:
+                differences[slot] = f"{model.path} is missing"
+        return differences
+
+    async def refresh_from_disk(self) -> list[str]:
+        """Load slots whose file another process replaced; returns the slots swapped.
+
+        A file that is refused is remembered by its identity and not tried again until it
+        changes.
+        """
+        async with self._lock:
+            changed = await asyncio.to_thread(self._changed_slots)
+            if not changed:
+                return []
+            fresh = {}
+            for slot, identity in changed.items():
+                try:
+                    fresh[slot] = await asyncio.to_thread(self._load_from_disk, slot)
+                except (AppError, OSError) as error:
+                    self._refused[slot] = identity
+                    logger.error(
+                        f"❌ [MODEL-RELOAD] Model file changed on disk but refused: {error}"
+                    )
+                    result = SwapResult(ok=False, reason=str(error), error=error)
+                    self._tell(SwapEvent("refused", result, "disk", (slot,)))
+            if not fresh:
+                return []
+            self._brain.publish(fresh)
+        for slot, model in fresh.items():
+            self._refused.pop(slot, None)
+            logger.info(
+                f"✅ [MODEL-RELOAD] Model reloaded from disk: {slot} version {model.version}"
+            )
+        result = SwapResult(ok=True, reason="refreshed from disk", installed=fresh)
+        self._tell(SwapEvent("refreshed", result, "disk", tuple(fresh)))
+        return list(fresh)
+
+    def _changed_slots(self) -> dict[str, FileIdentity]:
+        changed = {}
+        for slot, model in self._brain.snapshot.models.items():
+            try:
+                identity = FileIdentity.of(model.path)
+            except FileNotFoundError:
+                continue  # someone's mistake: keep serving, load nothing
+            if identity != model.identity and identity != self._refused.get(slot):
+                changed[slot] = identity
+        return changed
+
+    def _load_from_disk(self, slot: str) -> LoadedModel:
+        serving = self._brain.snapshot.models[slot]
+        return self._brain.load_model(slot, serving.path, serving=serving)
+
+
+def _check_candidates(candidates: Sequence[Candidate], current: BrainSnapshot) -> None:
+    if not candidates:
+        raise ModelError("nothing to install")
+    if len({c.slot for c in candidates}) != len(candidates):
+        raise ModelError("two candidates for the same slot")
+    for candidate in candidates:
+        if candidate.slot not in current.models:
+            raise ModelError(f"unknown slot {candidate.slot!r}")
+        check_file(candidate.path)
