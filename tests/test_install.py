@@ -1,0 +1,283 @@
+"""The install transaction as the one writer of models/: private state out of an artifact's
+reach, immutable verified backups, provenance installed with its model, recovery from a bad
+active file, and one version per model wherever it is read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.brain.brain import TradingBrain
+from app.errors import ModelError
+from app.install.installer import ModelInstaller
+from app.install.records import Origin
+from app.services.installer import ArtifactInstaller
+from app.services.state import StateStore
+from app.settings import Settings
+from tests.artifacts import model_bytes, model_members, zip_bytes
+from tests.conftest import make_settings, start_models
+from tests.onnx_models import decision_model, save
+
+SLOT = "unified_brain"
+EMBEDDED = "embedded-1"
+FEATURES = [0.0] * 16
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): sha(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def serving(models: ModelInstaller) -> str:
+    return models.brain.decide(FEATURES).versions[SLOT]
+
+
+async def install_zip(models: ModelInstaller, zip_path: Path) -> Any:
+    settings = make_settings(models.layout.root)
+    pipeline = ArtifactInstaller(settings, StateStore(models.layout.root), models)
+    return await pipeline.install_zip(zip_path, Origin(source="inbox", artifact_name=zip_path.name))
+
+
+# -- the private state is out of an artifact's reach ------------------------------------------
+
+
+PLANTS = {
+    "journal": ".sync/install-journal.json",
+    "provenance": ".sync/installed/zz.json",
+    "backup": "backup/unified_brain_99999999_999999.onnx",
+    "inbox": "inbox/processed/evil.json",
+    "hidden": "rl/.secret.json",
+}
+
+
+@pytest.mark.parametrize("kind", list(PLANTS))
+async def test_an_artifact_cannot_plant_files_in_reserved_folders(
+    kind: str, models: ModelInstaller, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched")
+    planted = json.dumps({"final": str(outside), "transaction": "x"}).encode()
+    members = [*model_members("v2"), (PLANTS[kind], planted)]
+    zip_path = tmp_path / "plant.zip"
+    zip_path.write_bytes(zip_bytes(members))
+    before = tree(models.layout.root)
+
+    outcome = await install_zip(models, zip_path)
+
+    assert outcome.outcome == "rejected"
+    assert "may not be installed" in outcome.reason
+    assert tree(models.layout.root) == before
+    assert outside.read_text() == "untouched"
+    assert serving(models) == EMBEDDED
+
+
+async def test_a_planted_journal_is_set_aside_and_nothing_is_touched(
+    settings: Settings, tmp_path: Path, logs: list[str]
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    layout_root = settings.models_dir
+    (layout_root / ".sync").mkdir(exist_ok=True)
+    journal = {
+        "transaction": "abc",
+        "entries": [
+            {"final": str(victim), "staged": "x", "previous": None, "sha256": sha(victim)},
+        ],
+        "backups": ["../../victim.txt"],
+    }
+    (layout_root / ".sync" / "install-journal.json").write_text(json.dumps(journal))
+
+    models = await start_models(settings)
+
+    assert victim.read_text() == "keep me"
+    assert serving(models) == EMBEDDED
+    assert (layout_root / ".sync" / "install-journal.json.untrusted").exists()
+    assert any("did not write" in line for line in logs)
+
+
+async def test_a_backup_name_that_does_not_parse_is_ignored(
+    models: ModelInstaller, model_file: Any, logs: list[str]
+) -> None:
+    backup_dir = models.layout.backup_dir
+    backup_dir.mkdir()
+    (backup_dir / "unified_brain_99999999_999999.onnx").write_bytes(b"not a moment")
+    assert await models.brain.reload_models(model_file(seed=5, version="v2"))
+    assert [p.name for p in models.backups()] != []
+    assert "unified_brain_99999999_999999.onnx" not in [p.name for p in models.backups()]
+    assert (await models.rollback()).ok
+    assert any("not a backup's name" in line for line in logs)
+
+
+# -- backups are immutable and verified ---------------------------------------------------------
+
+
+async def test_an_in_place_copy_over_the_active_file_after_a_rollback_keeps_every_backup(
+    models: ModelInstaller, model_file: Any
+) -> None:
+    assert await models.brain.reload_models(model_file("a.onnx", seed=1, version="v-a"))
+    assert (await models.rollback()).ok
+    hashes = {p.name: sha(p) for p in models.backups()}
+    active = models.layout.path_of("unified_brain.onnx")
+
+    with active.open("r+b") as stream:  # what `cp other.onnx models/unified_brain.onnx` does
+        stream.write(model_file("other.onnx", seed=9).read_bytes())
+
+    assert {p.name: sha(p) for p in models.backups()} == hashes
+    for backup in models.backups():
+        record = models.records.backup(backup.name)
+        assert record is not None
+        assert record.sha256 == sha(backup)
+
+
+async def test_a_corrupt_backup_is_skipped_by_the_default_rollback(
+    models: ModelInstaller, model_file: Any
+) -> None:
+    assert await models.brain.reload_models(model_file("a.onnx", seed=1, version="v-a"))
+    assert await models.brain.reload_models(model_file("b.onnx", seed=2, version="v-b"))
+    newest, oldest = models.backups()  # v-a, then the embedded model
+    newest.write_bytes(b"bit rot" * 10)
+
+    result = await models.rollback()
+
+    assert result.ok
+    assert serving(models) == EMBEDDED
+    assert oldest.exists()
+
+
+async def test_a_refused_file_on_disk_is_never_backed_up(
+    models: ModelInstaller, model_file: Any
+) -> None:
+    active = models.layout.path_of("unified_brain.onnx")
+    bad = save(decision_model(n_features=12), active.with_name("tmp.onnx"))
+    bad.replace(active)
+    assert await models.refresh_from_disk() == []  # refused: the embedded model still serves
+
+    assert await models.brain.reload_models(model_file(seed=5, version="v2"))
+
+    assert models.backups() == []  # the refused file was not backed up
+    assert serving(models) == "v2"
+
+
+async def test_retention_counts_only_recorded_backups_and_keeps_the_newest(
+    models_dir: Path, model_file: Any
+) -> None:
+    settings = make_settings(models_dir, models={"backup_retention": 1})
+    models = await start_models(settings)
+    for number in range(3):
+        version = f"v{number}"
+        assert await models.brain.reload_models(model_file(f"{version}.onnx", seed=number))
+    [kept] = models.backups()
+    record = models.records.backup(kept.name)
+    assert record is not None
+    assert record.sha256 == sha(kept)
+    assert len(list(models.layout.backup_records_dir.iterdir())) == 1
+
+
+# -- recovery from a bad active file --------------------------------------------------------------
+
+
+async def test_a_bad_active_file_starts_on_the_newest_valid_backup(
+    settings: Settings, model_file: Any
+) -> None:
+    first = await start_models(settings)
+    assert await first.brain.reload_models(model_file(seed=5, version="v2"))
+    active = settings.models_dir / "unified_brain.onnx"
+    active.write_bytes(b"garbage" * 100)
+
+    models = await start_models(settings)
+
+    assert serving(models) == EMBEDDED  # the backup taken when v2 was installed
+    [(slot, why)] = models.disk_differences().items()
+    assert slot == SLOT
+    assert "cannot serve" in why
+    # install and rollback both work, and mend the file
+    assert await models.brain.reload_models(model_file("c.onnx", seed=6, version="v3"))
+    assert serving(models) == "v3"
+    assert models.disk_differences() == {}
+
+
+async def test_on_bad_active_refuse_refuses_a_strict_start(models_dir: Path) -> None:
+    (models_dir / "unified_brain.onnx").write_bytes(b"garbage" * 100)
+    settings = make_settings(models_dir, models={"on_bad_active": "refuse"})
+    models = ModelInstaller(settings, TradingBrain(settings.brain))
+    with pytest.raises(ModelError, match="cannot start"):
+        await models.start(strict=True)
+
+
+async def test_the_watch_does_not_rebuild_a_refused_file_until_it_changes(
+    models: ModelInstaller, logs: list[str]
+) -> None:
+    active = models.layout.path_of("unified_brain.onnx")
+    save(decision_model(n_features=12), active.with_name("tmp.onnx")).replace(active)
+
+    for _ in range(3):
+        assert await models.refresh_from_disk() == []
+
+    assert sum("changed on disk but refused" in line for line in logs) == 1
+    assert "refused" in models.disk_differences()[SLOT]
+
+
+# -- one version rule -----------------------------------------------------------------------------
+
+
+async def test_the_same_model_has_one_version_in_every_process_and_after_a_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    installing = await start_models(settings)
+    watching = await start_models(settings)
+    # metadata.json says "v3-inbox"; the model's own ONNX metadata says "v3"
+    members = model_members("v3-inbox", model=model_bytes("v3", seed=3))
+    zip_path = tmp_path / "v3.zip"
+    zip_path.write_bytes(zip_bytes(members))
+
+    assert (await install_zip(installing, zip_path)).outcome == "installed"
+    assert await watching.refresh_from_disk() == [SLOT]
+    restarted = await start_models(settings)
+
+    assert {serving(installing), serving(watching), serving(restarted)} == {"v3-inbox"}
+    provenance = json.loads(
+        (settings.models_dir / ".sync/installed/unified_brain.json").read_text()
+    )
+    assert provenance["version"] == "v3-inbox"
+
+
+# -- leftovers ------------------------------------------------------------------------------------
+
+
+async def test_a_start_removes_every_leftover_of_interrupted_work(settings: Settings) -> None:
+    sync = settings.models_dir / ".sync"
+    for folder in ("staging/abc", "downloads", "work/def"):
+        (sync / folder).mkdir(parents=True)
+        (sync / folder / "big.bin").write_bytes(b"\0" * 4096)
+
+    await start_models(settings)
+
+    assert not any((sync / name).exists() for name in ("staging", "downloads", "work"))
+
+
+async def test_a_read_only_start_reports_what_the_next_start_will_serve(
+    settings: Settings, model_file: Any
+) -> None:
+    models = await start_models(settings)
+    assert await models.brain.reload_models(model_file(seed=5, version="v2"))
+    shutil.rmtree(settings.models_dir / ".sync" / "staging", ignore_errors=True)
+    active = settings.models_dir / "unified_brain.onnx"
+    active.write_bytes(b"garbage" * 100)
+
+    reader = ModelInstaller(settings, TradingBrain(settings.brain))
+    await reader.start(recover=False)
+
+    assert serving(reader) == EMBEDDED
+    assert active.read_bytes() == b"garbage" * 100  # read-only: nothing written
