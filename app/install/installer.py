@@ -140,7 +140,7 @@ class ModelInstaller:
         if recover_first:
             with self.write_lock():
                 recover(self.layout)
-                freed = self.layout.clear_scratch()
+                freed = self.layout.clear_install_scratch() + self._clear_sync_scratch()
                 if freed:
                     logger.info(f"🧹 [MODEL-RELOAD] Removed {freed} bytes of unfinished work")
                 _break_shared_inodes(self.layout, actives)
@@ -155,6 +155,16 @@ class ModelInstaller:
                     raise ModelError(f"slot {slot!r} cannot start from {path}: {error}") from None
                 models[slot] = fallback
         return self._brain.publish(models)
+
+    def _clear_sync_scratch(self) -> int:
+        try:
+            lock = DirectoryLock(self.layout.sync_lock)
+        except ModelsDirectoryLocked:
+            return 0  # a sync is running in another process: its downloads are live
+        try:
+            return self.layout.clear_sync_scratch()
+        finally:
+            lock.release()
 
     def _fall_back(
         self, slot: str, path: Path, error: ModelError, loaded: Mapping[str, LoadedModel]
@@ -243,9 +253,9 @@ class ModelInstaller:
     def _swap_blocking(
         self, candidates: Sequence[Candidate], origin: Origin, other_files: Sequence[OtherFile]
     ) -> tuple[dict[str, LoadedModel], dict[str, Path]]:
-        current = self._brain.snapshot
-        _check_candidates(candidates, current)
+        _check_candidates(candidates, self._brain.snapshot)
         with self.write_lock():
+            current = self._catch_up([c.slot for c in candidates])
             transaction = Transaction(self.layout)
             published = False
             try:
@@ -270,6 +280,29 @@ class ModelInstaller:
             for slot in installed:
                 self._prune_backups(slot)
         return installed, backups
+
+    def _catch_up(self, slots: Sequence[str]) -> BrainSnapshot:
+        """Serve what another process installed since this one last looked (under the lock).
+
+        What is on disk is what this install replaces: it is the model to back up and the
+        signature to stay compatible with, not what this process happened to load earlier.
+        """
+        current = self._brain.snapshot
+        fresh = {}
+        for slot in slots:
+            serving = current.models[slot]
+            try:
+                if serving.fallback_reason or FileIdentity.of(serving.path) == serving.identity:
+                    continue
+                fresh[slot] = self._brain.load_model(slot, serving.path, serving=serving)
+            except (AppError, OSError):
+                continue  # not a model that can serve: it will not be backed up either
+        if fresh:
+            logger.info(
+                f"🔄 [MODEL-RELOAD] Caught up with models installed meanwhile: {list(fresh)}"
+            )
+            return self._brain.publish(fresh)
+        return current
 
     def _stage_and_validate(
         self, transaction: Transaction, candidates: Sequence[Candidate], current: BrainSnapshot

@@ -19,6 +19,7 @@ artifact may place files anywhere else under ``models/``, never there.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,18 @@ def _folder_size(folder: Path) -> int:
         except OSError:
             continue
     return total
+
+
+def _remove_temporaries(folder: Path, name: str) -> int:
+    """Delete what an interrupted ``write_bytes_atomically(folder / name)`` left behind."""
+    freed = 0
+    if not folder.is_dir():
+        return freed
+    for leftover in folder.glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            freed += leftover.stat().st_size
+            leftover.unlink()
+    return freed
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +118,22 @@ class ModelsLayout:
         """Folders whose content is only ever work in progress."""
         return (self.staging_dir, self.downloads_dir, self.work_dir)
 
+    def _clear(self, folders: tuple[Path, ...], temporary_of: str) -> int:
+        freed = 0
+        for folder in folders:
+            if folder.exists():
+                freed += _folder_size(folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        return freed + _remove_temporaries(self.sync_dir, temporary_of)
+
+    def clear_install_scratch(self) -> int:
+        """Remove what interrupted installs left (hold the write lock); the bytes freed."""
+        return self._clear((self.staging_dir,), self.journal.name)
+
+    def clear_sync_scratch(self) -> int:
+        """Remove what interrupted sync cycles left (hold the sync lock); the bytes freed."""
+        return self._clear((self.downloads_dir, self.work_dir), self.state_file.name)
+
     def path_of(self, relative: str | PurePosixPath) -> Path:
         """The absolute path of a file named relative to the models directory."""
         return self.root / str(relative)
@@ -144,12 +173,3 @@ class ModelsLayout:
         if hidden is not None:
             return f"names starting with '.' ({hidden}) are reserved"
         return None
-
-    def clear_scratch(self) -> int:
-        """Remove every leftover of interrupted work; the bytes freed."""
-        freed = 0
-        for folder in self.scratch_dirs:
-            if folder.exists():
-                freed += _folder_size(folder)
-                shutil.rmtree(folder, ignore_errors=True)
-        return freed
