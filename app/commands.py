@@ -58,6 +58,10 @@ async def smoke(container: Application, _args: argparse.Namespace) -> int:
     except AppError as error:
         print(f"smoke test failed: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED
+    problems = [m.fallback_reason for m in brain.snapshot.models.values() if m.fallback_reason]
+    if problems:
+        print(f"smoke test failed: {_one_line(problems[0])}", file=sys.stderr)
+        return EXIT_FAILED
     versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
     print(
         f"smoke test passed: {decision.action} (confidence {decision.confidence:.2f}) by {versions}"
@@ -176,6 +180,23 @@ async def sync(container: Application, args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.outcome == "failed" else EXIT_OK
 
 
+def _describe_origin(provenance: dict[str, Any]) -> str:
+    """The known facts of a provenance record, in words (unknown ones left out)."""
+    parts = [
+        f"{label} {provenance[key]}"
+        for label, key in (
+            ("run", "run_id"),
+            ("attempt", "run_attempt"),
+            ("artifact", "artifact_name"),
+            ("id", "artifact_id"),
+            ("commit", "head_sha"),
+            ("branch", "branch"),
+        )
+        if provenance.get(key) is not None
+    ]
+    return ", ".join([*parts, f"installed {provenance['installed_at']}"])
+
+
 async def status(container: Application, args: argparse.Namespace) -> int:
     models = await _started(container, recover=False)
     state: StateStore = container.core.state()
@@ -187,12 +208,7 @@ async def status(container: Application, args: argparse.Namespace) -> int:
         print(f"{slot}: version {info['version']}  sha256 {info['sha256'][:12]}  {info['path']}")
         provenance = info["provenance"]
         if provenance:
-            print(
-                f"  from {provenance['source']}: run {provenance['run_id']} attempt "
-                f"{provenance['run_attempt']}, artifact {provenance['artifact_name']} "
-                f"({provenance['artifact_id']}), commit {provenance['head_sha']} "
-                f"on {provenance['branch']}, installed {provenance['installed_at']}"
-            )
+            print(f"  from {provenance['source']}: {_describe_origin(provenance)}")
         if info["problem"]:
             print(f"  problem: {info['problem']}")
         backups = info["backups"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ from app.services.installer import ArtifactInstaller
 from app.services.state import StateStore
 from app.settings import Settings
 from tests.artifacts import model_bytes, model_members, zip_bytes
-from tests.conftest import make_settings, start_models
+from tests.conftest import EMBEDDED_MODEL, make_settings, start_models
 from tests.onnx_models import decision_model, save
+from tests.test_cli import app_environment, write_settings
 
 SLOT = "unified_brain"
 EMBEDDED = "embedded-1"
@@ -281,3 +284,45 @@ async def test_a_read_only_start_reports_what_the_next_start_will_serve(
 
     assert serving(reader) == EMBEDDED
     assert active.read_bytes() == b"garbage" * 100  # read-only: nothing written
+
+
+# -- the command line with a bad active file ------------------------------------------------------
+
+
+def run_cli(settings_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=settings_file.parent,
+        env=app_environment(APP_SETTINGS=str(settings_file)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_bad_active_file_locks_no_command_out(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    shutil.copyfile(EMBEDDED_MODEL, models_dir / "unified_brain.onnx")
+    settings_file = write_settings(tmp_path)
+    candidate = save(decision_model(seed=5, version="v2"), tmp_path / "v2.onnx")
+    assert run_cli(settings_file, "install", str(candidate)).returncode == 0
+    (models_dir / "unified_brain.onnx").write_bytes(b"garbage" * 100)
+
+    status = run_cli(settings_file, "status")
+    smoke = run_cli(settings_file, "--smoke")
+    rollback = run_cli(settings_file, "rollback")
+    after = run_cli(settings_file, "status", "--json")
+
+    assert status.returncode == 0, status.stderr
+    assert "problem: active file" in status.stdout
+    assert "serving backup unified_brain_" in status.stdout
+    assert smoke.returncode == 1
+    assert "smoke test failed: active file" in smoke.stderr
+    assert "Traceback" not in smoke.stderr + status.stderr + rollback.stderr
+    assert rollback.returncode == 0, rollback.stderr
+    report = json.loads(after.stdout)["models"][SLOT]
+    assert report["version"] == EMBEDDED
+    assert report["problem"] is None
+    assert report["sha256"] == sha(models_dir / "unified_brain.onnx")
