@@ -135,6 +135,12 @@ class BrainSettings(Section):
     slots: dict[str, SlotSettings] = Field(default_factory=_default_slots)
     decision_slot: str = DEFAULT_SLOT
     tick_seconds: float = Field(default=1.0, gt=0)
+    # Budgets a model must meet at warm-up before it serves (see app/brain/budget.py).
+    max_decision_ms: float = Field(default=100, gt=0)
+    validation_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    # A model whose measured decision is slower than this decides in a worker thread, so the
+    # event loop (ops server, webhook, signals) never waits for it.
+    inline_decision_ms: float = Field(default=1.0, ge=0)
 
     @model_validator(mode="after")
     def _decision_slot_exists(self) -> BrainSettings:

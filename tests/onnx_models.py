@@ -30,8 +30,18 @@ def decision_model(
     nan_output: bool = False,
     softmax: bool = True,
     padding_mb: float = 0,
+    work_loops: int = 0,
+    expand_rows: int = 0,
+    nan_above: float | None = None,
+    wide_above: float | None = None,
 ) -> onnx.ModelProto:
-    """A small, valid (unless told otherwise) decision model."""
+    """A small, valid (unless told otherwise) decision model.
+
+    Hostile variants that pass a probe but hurt a host: ``work_loops`` multiplies a 256x256
+    matrix that many times per run (slow), ``expand_rows`` expands the input to that many rows
+    at run time (memory), ``nan_above`` gives NaN once a feature exceeds it (real rows, never
+    the probe), ``wide_above`` gives 5 columns instead of 3 once a feature exceeds it.
+    """
     rng = np.random.default_rng(seed)
     weights = rng.standard_normal((n_features, n_actions)).astype(np.float32)
     bias = rng.standard_normal(n_actions).astype(np.float32) * 0.1
@@ -48,6 +58,17 @@ def decision_model(
     logits = "logits0"
     if padding_mb > 0:
         logits = _add_padding(nodes, initializers, source, logits, padding_mb, n_actions, rng)
+    if work_loops:
+        logits = _add_work(nodes, initializers, logits, work_loops)
+    if expand_rows:
+        logits = _add_expansion(nodes, initializers, source, logits, expand_rows, n_features)
+    if nan_above is not None:
+        logits = _add_nan_above(nodes, initializers, source, logits, nan_above)
+    if wide_above is not None:
+        logits = _add_wide_above(nodes, initializers, source, logits, wide_above)
+        n_actions_declared: int | str = "actions"
+    else:
+        n_actions_declared = n_actions
     if nan_output:
         initializers.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
         nodes.append(helper.make_node("Mul", [logits, "nan"], ["logits_nan"]))
@@ -61,7 +82,11 @@ def decision_model(
         nodes,
         "decision",
         [helper.make_tensor_value_info(input_name, in_type, ["batch", n_features])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_actions])],
+        [
+            helper.make_tensor_value_info(
+                output_name, TensorProto.FLOAT, ["batch", n_actions_declared]
+            )
+        ],
         initializers,
     )
     model = helper.make_model(
@@ -105,6 +130,119 @@ def _add_padding(
         helper.make_node("Add", [logits, "pad"], ["logits_padded"]),
     ]
     return "logits_padded"
+
+
+def _add_work(
+    nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], logits: str, loops: int
+) -> str:
+    """A Loop multiplying a 256x256 matrix `loops` times; its result (zero) joins the logits."""
+    square = np.eye(256, dtype=np.float32)
+    initializers += [
+        numpy_helper.from_array(square, "work_m"),
+        numpy_helper.from_array(np.array(loops, np.int64), "work_trips"),
+        numpy_helper.from_array(np.array(True), "work_cond"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "work_zero"),
+    ]
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["acc_in", "work_m"], ["acc_out"]),
+        ],
+        "work_body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [256, 256]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [256, 256]),
+        ],
+    )
+    nodes += [
+        helper.make_node("Loop", ["work_trips", "work_cond", "work_m"], ["work_acc"], body=body),
+        helper.make_node("ReduceMax", ["work_acc"], ["work_max"], keepdims=0),
+        helper.make_node("Mul", ["work_max", "work_zero"], ["work_nil"]),
+        helper.make_node("Add", [logits, "work_nil"], ["logits_worked"]),
+    ]
+    return "logits_worked"
+
+
+def _add_expansion(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    source: str,
+    logits: str,
+    rows: int,
+    n_features: int,
+) -> str:
+    """The input expanded to `rows` rows at run time (rows * n_features floats), summed away."""
+    initializers += [
+        numpy_helper.from_array(np.array([rows, n_features], np.int64), "expand_shape"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "expand_zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "expand_start"),
+        numpy_helper.from_array(np.array([1], np.int64), "expand_end"),
+    ]
+    nodes += [
+        helper.make_node("Slice", [source, "expand_start", "expand_end"], ["expand_row"]),
+        helper.make_node("Expand", ["expand_row", "expand_shape"], ["expanded"]),
+        helper.make_node("ReduceSum", ["expanded"], ["expanded_sum"], keepdims=0),
+        helper.make_node("Mul", ["expanded_sum", "expand_zero"], ["expanded_nil"]),
+        helper.make_node("Add", [logits, "expanded_nil"], ["logits_expanded"]),
+    ]
+    return "logits_expanded"
+
+
+def _add_nan_above(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    source: str,
+    logits: str,
+    threshold: float,
+) -> str:
+    """logits + 0 * sqrt(threshold - max(features)): NaN once a feature exceeds `threshold`."""
+    initializers += [
+        numpy_helper.from_array(np.array(threshold, np.float32), "nan_threshold"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "nan_zero"),
+    ]
+    nodes += [
+        helper.make_node("ReduceMax", [source], ["nan_max"], keepdims=0),
+        helper.make_node("Sub", ["nan_threshold", "nan_max"], ["nan_room"]),
+        helper.make_node("Sqrt", ["nan_room"], ["nan_root"]),
+        helper.make_node("Mul", ["nan_root", "nan_zero"], ["nan_term"]),
+        helper.make_node("Add", [logits, "nan_term"], ["logits_nan_above"]),
+    ]
+    return "logits_nan_above"
+
+
+def _add_wide_above(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    source: str,
+    logits: str,
+    threshold: float,
+) -> str:
+    """Two more (zero) columns once a feature exceeds `threshold`: [batch, 5] instead of 3."""
+    initializers += [
+        numpy_helper.from_array(np.array(threshold, np.float32), "wide_threshold"),
+        numpy_helper.from_array(np.array([0], np.int64), "wide_first"),
+        numpy_helper.from_array(np.array([1], np.int64), "wide_one"),
+        numpy_helper.from_array(np.array([1], np.int64), "wide_axis"),
+        numpy_helper.from_array(np.array([2], np.int64), "wide_two"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "wide_zero"),
+    ]
+    nodes += [
+        helper.make_node("Slice", [source, "wide_first", "wide_one", "wide_axis"], ["wide_col"]),
+        helper.make_node("Mul", ["wide_col", "wide_zero"], ["wide_zeros"]),
+        helper.make_node("ReduceMax", [source], ["wide_max"], keepdims=0),
+        helper.make_node("Greater", ["wide_max", "wide_threshold"], ["wide_on"]),
+        helper.make_node("Cast", ["wide_on"], ["wide_on_int"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["wide_on_int", "wide_two"], ["wide_count"]),
+        helper.make_node("Concat", ["wide_one", "wide_count"], ["wide_repeats"], axis=0),
+        helper.make_node("Tile", ["wide_zeros", "wide_repeats"], ["wide_extra"]),
+        helper.make_node("Concat", [logits, "wide_extra"], ["logits_wide"], axis=1),
+    ]
+    return "logits_wide"
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:

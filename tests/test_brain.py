@@ -34,7 +34,7 @@ def listing(models_dir: Path) -> set[str]:
     return {
         str(p.relative_to(models_dir))
         for p in models_dir.rglob("*")
-        if p.is_file() and p.name != "write.lock"
+        if p.is_file() and not p.name.endswith(".lock")
     }
 
 

@@ -119,7 +119,7 @@ class Bot:
         return {
             str(path.relative_to(self.models))
             for path in self.models.rglob("*")
-            if path.is_file() and path != self.models / ".sync" / "write.lock"
+            if path.is_file() and not path.name.endswith(".lock")
         }
 
     def backup(self, name: str) -> Path:

@@ -43,7 +43,7 @@ def snapshot_of_disk(models_dir: Path) -> dict[str, str]:
     return {
         str(path.relative_to(models_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(models_dir.rglob("*"))
-        if path.is_file() and path.name != "write.lock"
+        if path.is_file() and not path.name.endswith(".lock")
     }
 
 

@@ -10,6 +10,8 @@ install transaction's job (``app/install``), which calls these public methods; t
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from loguru import logger
 
+from app.brain.budget import Budget, Validations
 from app.brain.decision import Decision, choose_action
 from app.brain.models import BrainSnapshot, LoadedModel, version_label
 from app.brain.runtime import FileIdentity
@@ -29,10 +32,14 @@ from app.settings import BrainSettings
 
 # Hashing a candidate runs beside its session construction (both release the GIL).
 _HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-io")
+# Decisions by a model too slow to run on the event loop, one at a time, in order.
+_DECIDING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decide")
+_DECISION_SHAPE = (1, 3)
 
 _FLOAT32 = np.dtype(np.float32)
 
 DecisionObserver = Callable[[str, float], None]
+InvalidOutputObserver = Callable[[str, str, str], None]  # slot, version, why
 
 
 class MemoryGuard(Protocol):
@@ -58,8 +65,16 @@ class TradingBrain:
         self._snapshot: BrainSnapshot | None = None
         self._reloader: Reloader | None = None
         self._decision_observer: DecisionObserver | None = None
+        self._invalid_observer: InvalidOutputObserver | None = None
         self._row_shape = (1, len(settings.features))
         self._threshold = settings.confidence_threshold
+        self._inline_seconds = settings.inline_decision_ms / 1e3
+        self._budget = Budget(
+            timeout_seconds=settings.validation_timeout_seconds,
+            max_decision_seconds=settings.max_decision_ms / 1e3,
+        )
+        self._validations = Validations()
+        self._unhealthy: dict[str, str] = {}  # slot -> why its serving model's output is bad
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -74,6 +89,19 @@ class TradingBrain:
     def observe_decisions(self, observer: DecisionObserver | None) -> None:
         """Call `observer(action, seconds)` after every decision (metrics)."""
         self._decision_observer = observer
+
+    def observe_invalid_outputs(self, observer: InvalidOutputObserver | None) -> None:
+        """Call `observer(slot, version, why)` for every decision a bad output turned to hold."""
+        self._invalid_observer = observer
+
+    @property
+    def unhealthy(self) -> Mapping[str, str]:
+        """Slots whose serving model gave an output that cannot be a decision, and why."""
+        return dict(self._unhealthy)
+
+    def stop_validations(self) -> None:
+        """Stop every validation in flight (and refuse new ones): the host is stopping."""
+        self._validations.stop_all()
 
     @property
     def snapshot(self) -> BrainSnapshot:
@@ -115,6 +143,7 @@ class TradingBrain:
         serving snapshot's), which the memory guard counts as already in memory.
         """
         check_file(path)
+        identity = FileIdentity.of(path)  # before: a file replaced meanwhile is loaded again
         if self._memory_guard is not None:
             loaded = alongside if alongside is not None else self.snapshot.models
             self._memory_guard.check_room(
@@ -127,6 +156,8 @@ class TradingBrain:
                 self.contract(slot, serving),
                 intra_op_threads=self._settings.intra_op_threads,
                 inter_op_threads=self._settings.inter_op_threads,
+                budget=self._budget,
+                validations=self._validations,
             )
         finally:
             # Also waits on failure: no thread outlives the file.
@@ -140,8 +171,9 @@ class TradingBrain:
             version=version_label(sha256, version, recorded, validated.declared_version),
             size_bytes=path.stat().st_size,
             signature=validated.signature,
-            identity=FileIdentity.of(path),
+            identity=identity,
             session=validated.session,
+            decision_seconds=validated.decision_seconds,
         )
 
     def publish(self, models: Mapping[str, LoadedModel]) -> BrainSnapshot:
@@ -152,6 +184,8 @@ class TradingBrain:
         else:
             snapshot = current.replacing(models)
         self._snapshot = snapshot
+        for slot in models:
+            self._unhealthy.pop(slot, None)
         return snapshot
 
     # -- decisions -----------------------------------------------------------------------
@@ -175,12 +209,40 @@ class TradingBrain:
             if row.shape != self._row_shape:
                 raise ValueError(f"expected {self._row_shape[1]} features, got {row.shape[1]}")
         feed = snapshot.decision
-        probabilities = feed.session.run(feed.output_names, {feed.input_name: row})[0].tolist()[0]
+        output = feed.session.run(feed.output_names, {feed.input_name: row})[0]
+        if output.shape != _DECISION_SHAPE:
+            return self._invalid(snapshot, f"output shape {list(output.shape)}, expected [1, 3]")
+        probabilities = output.tolist()[0]
+        # One sum tells NaN and infinities apart from real numbers: cheaper than three checks.
+        if not math.isfinite(probabilities[0] + probabilities[1] + probabilities[2]):
+            return self._invalid(snapshot, f"output {probabilities} is not finite")
         action, confidence = choose_action(probabilities, self._threshold)
         decision = Decision(action, confidence, tuple(probabilities), snapshot.versions)
         if observer is not None:
             observer(action, time.perf_counter() - started)
         return decision
+
+    def _invalid(self, snapshot: BrainSnapshot, why: str) -> Decision:
+        """A hold in place of a decision the model's output cannot make; counted, told once."""
+        model = snapshot.decision.model
+        if self._unhealthy.get(model.slot) is None:
+            logger.error(
+                f"❌ [BRAIN] {model.slot} version {model.version} gave an invalid output ({why}); "
+                "holding instead, and marking the model unhealthy"
+            )
+        self._unhealthy[model.slot] = f"version {model.version}: {why}"
+        if self._invalid_observer is not None:
+            self._invalid_observer(model.slot, model.version, why)
+        return Decision("hold", 0.0, (0.0, 0.0, 0.0), snapshot.versions)
+
+    async def decide_async(self, features: Sequence[float] | np.ndarray[Any, Any]) -> Decision:
+        """:meth:`decide`, in a worker thread when the model is too slow for the event loop."""
+        snapshot = self._snapshot
+        seconds = None if snapshot is None else snapshot.decision.model.decision_seconds
+        if seconds is None or seconds <= self._inline_seconds:
+            return self.decide(features)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_DECIDING, self.decide, features)
 
     # -- the seed's ReloadModelsAsync ------------------------------------------------------
 

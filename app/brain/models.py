@@ -32,6 +32,7 @@ class LoadedModel:
     session: Any = field(repr=False, compare=False)
     # Set when the slot's active file could not serve and this model came from a backup.
     fallback_reason: str | None = None
+    decision_seconds: float | None = None  # p99 single-row decision at warm-up (decision slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,12 @@ class DecisionFeed:
     session: Any
     input_name: str
     output_names: list[str]
+    model: LoadedModel
 
     @classmethod
     def of(cls, model: LoadedModel) -> DecisionFeed:
-        return cls(model.session, model.signature.inputs[0].name, [model.signature.outputs[0].name])
+        inputs, outputs = model.signature.inputs, model.signature.outputs
+        return cls(model.session, inputs[0].name, [outputs[0].name], model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ in a worker thread so the event loop keeps serving decisions.
 from __future__ import annotations
 
 import math
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,44 @@ def signature_of(session: ort.InferenceSession) -> ModelSignature:
     )
 
 
+MIB = 1 << 20
+_ARENA_REFUSAL = re.compile(r"Available memory of (\d+) is smaller than requested bytes of (\d+)")
+_memory_budget_bytes: int | None = None
+
+
+def set_memory_budget(limit_bytes: int) -> None:
+    """Cap what every session of this process allocates while it runs, at `limit_bytes`.
+
+    One ONNX Runtime arena, shared by all sessions that are built afterwards: a run that asks
+    for more fails at once, before touching the memory (a shape-expanding graph asking for
+    gigabytes is refused at warm-up with the figure). It is process-wide, so the program that
+    owns the process sets it, once (``python -m app`` does; an embedding host may).
+    """
+    global _memory_budget_bytes  # noqa: PLW0603 - the arena is process-wide in ONNX Runtime
+    if _memory_budget_bytes is not None:
+        if _memory_budget_bytes != limit_bytes:
+            raise ModelError("the memory budget is already set for this process")
+        return
+    memory = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    # Extend the arena by what is asked, not by powers of two, so the cap is what is counted.
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(limit_bytes, 1, -1, -1))
+    _memory_budget_bytes = limit_bytes
+
+
+def memory_refusal(message: str) -> str | None:
+    """The one-line reason when `message` is the arena refusing an allocation, else None."""
+    found = _ARENA_REFUSAL.search(message)
+    if found is None:
+        return None
+    available, requested = (int(group) for group in found.groups())
+    return (
+        f"a run asked for {requested / MIB:,.0f} MB, over the {available / MIB:,.0f} MB "
+        "that memory.limit_mb leaves to running models"
+    )
+
+
 def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int) -> Any:
     """An ONNX Runtime session on the CPU; any load failure becomes a one-line ModelError."""
     if not path.is_file():
@@ -69,7 +109,9 @@ def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int) ->
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
-    options.log_severity_level = 3  # errors only: our own log line says what went wrong
+    options.log_severity_level = 4  # fatal only: our own log line says what went wrong
+    if _memory_budget_bytes is not None:
+        options.add_session_config_entry("session.use_env_allocators", "1")
     try:
         return ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -91,14 +133,25 @@ def _probe_feed(signature: ModelSignature) -> dict[str, np.ndarray[Any, Any]]:
     return feed
 
 
-def warm_up(session: Any, signature: ModelSignature) -> None:
+def run_failure(error: Exception, what: str) -> ModelError:
+    """A one-line ModelError for a failed run (memory refusals and terminations said plainly)."""
+    message = str(error).strip()
+    refusal = memory_refusal(message)
+    if refusal is not None:
+        return ModelError(f"{what}: {refusal}")
+    if "terminate flag" in message:
+        return ModelError(f"{what}: stopped")
+    return ModelError(f"{what} failed: {message.splitlines()[0][:200] if message else error}")
+
+
+def warm_up(session: Any, signature: ModelSignature, run_options: Any = None) -> None:
     """Run the model once on probe input; outputs must be finite and shaped as declared."""
     try:
-        outputs = session.run(None, _probe_feed(signature))
+        outputs = session.run(None, _probe_feed(signature), run_options)
     except ModelError:
         raise
     except Exception as error:
-        raise ModelError(f"warm-up inference failed: {str(error).strip()[:200]}") from None
+        raise run_failure(error, "warm-up inference") from None
     for spec, value in zip(signature.outputs, outputs, strict=True):
         array = np.asarray(value)
         if array.ndim != spec.rank:
@@ -112,12 +165,35 @@ def warm_up(session: Any, signature: ModelSignature) -> None:
             raise ModelError(f"output {spec.name!r} is not finite (NaN or infinity) on probe input")
 
 
-def check_probabilities(session: Any, signature: ModelSignature, n_features: int) -> None:
+def decision_seconds(
+    session: Any, signature: ModelSignature, n_features: int, run_options: Any, runs: int
+) -> float:
+    """The p99 of `runs` single-row decisions (after the warm-up), in seconds."""
+    rows = np.random.default_rng(11).standard_normal((runs, 1, n_features)).astype(np.float32)
+    names, feed_name = [signature.outputs[0].name], signature.inputs[0].name
+    timings = []
+    try:
+        for row in rows:
+            started = time.perf_counter()
+            session.run(names, {feed_name: row}, run_options)
+            timings.append(time.perf_counter() - started)
+    except Exception as error:
+        raise run_failure(error, "latency measurement") from None
+    return float(np.percentile(timings, 99))
+
+
+def check_probabilities(
+    session: Any, signature: ModelSignature, n_features: int, run_options: Any = None
+) -> None:
     """A decision model's first output must be a probability row per input row."""
     batch = np.random.default_rng(7).standard_normal((_PROBE_BATCH, n_features)).astype(np.float32)
-    probs = np.asarray(
-        session.run([signature.outputs[0].name], {signature.inputs[0].name: batch})[0]
-    )
+    try:
+        outputs = session.run(
+            [signature.outputs[0].name], {signature.inputs[0].name: batch}, run_options
+        )
+    except Exception as error:
+        raise run_failure(error, "probability check") from None
+    probs = np.asarray(outputs[0])
     if probs.shape[0] != _PROBE_BATCH:
         raise ModelError(f"decision output has {probs.shape[0]} rows for {_PROBE_BATCH} inputs")
     sums = probs.sum(axis=1)

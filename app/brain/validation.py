@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.brain.runtime import check_probabilities, open_session, signature_of, warm_up
+from app.brain.budget import (
+    LATENCY_RUNS,
+    Budget,
+    Validations,
+    check_construction_time,
+    check_latency,
+)
+from app.brain.runtime import (
+    check_probabilities,
+    decision_seconds,
+    open_session,
+    signature_of,
+    warm_up,
+)
 from app.brain.signature import ModelSignature, decision_contract_problems, incompatibilities
 from app.errors import ModelError
 
@@ -25,6 +39,7 @@ class ValidatedSession:
     session: Any
     signature: ModelSignature
     declared_version: str | None
+    decision_seconds: float | None = None  # p99 of a single-row decision (decision slot)
 
 
 def check_file(path: Path) -> None:
@@ -38,12 +53,22 @@ def check_file(path: Path) -> None:
 
 
 def validate_model(
-    path: Path, contract: SlotContract, *, intra_op_threads: int, inter_op_threads: int
+    path: Path,
+    contract: SlotContract,
+    *,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    budget: Budget | None = None,
+    validations: Validations | None = None,
 ) -> ValidatedSession:
-    """Load `path` and prove it can serve `contract.slot`, or raise ModelError saying why."""
+    """Load `path` and prove it can serve `contract.slot` within `budget`, or raise ModelError
+    saying why (a validation over its time is stopped, see ``budget.py``)."""
+    started = time.monotonic()
+    limits = budget or Budget()
     session = open_session(
         path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
     )
+    check_construction_time(limits, started)
     signature = signature_of(session)
     problems: list[str] = []
     if contract.serving is not None:
@@ -53,8 +78,14 @@ def validate_model(
     problems = list(dict.fromkeys(problems))  # both checks may see the same fault
     if problems:
         raise ModelError(f"incompatible with slot {contract.slot!r}: " + "; ".join(problems))
-    warm_up(session, signature)
-    if contract.decision_features is not None:
-        check_probabilities(session, signature, contract.decision_features)
+    latency = None
+    with (validations or Validations()).running(limits, started) as run_options:
+        warm_up(session, signature, run_options)
+        width = contract.decision_features
+        if width is not None:
+            check_probabilities(session, signature, width, run_options)
+            latency = decision_seconds(session, signature, width, run_options, LATENCY_RUNS)
+    if latency is not None:
+        check_latency(limits, latency)
     metadata = session.get_modelmeta().custom_metadata_map
-    return ValidatedSession(session, signature, metadata.get("version") or None)
+    return ValidatedSession(session, signature, metadata.get("version") or None, latency)
