@@ -119,6 +119,7 @@ class ModelsSettings(Section):
     max_uncompressed_mb: float = Field(default=4096, gt=0)
     max_members: int = Field(default=1000, ge=1)
     max_compression_ratio: float = Field(default=200, ge=1)
+    max_metadata_kb: float = Field(default=1024, gt=0)
     require_checksums: bool = False
     lock_wait_seconds: float = Field(default=10, ge=0)
     watch_seconds: float = Field(default=2, gt=0)
