@@ -16,6 +16,7 @@ and path of the failed request, never the token nor a signed URL's query string.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import time
@@ -35,6 +36,7 @@ from app.errors import (
     ArtifactTooLarge,
     AuthenticationError,
     ChecksumMismatch,
+    InsufficientDiskSpace,
     RateLimited,
     UpstreamError,
 )
@@ -196,9 +198,10 @@ class GitHubActionsClient:
         """Stream the artifact's zip to ``destination``; return its hex SHA-256.
 
         Asks the API for a fresh signed URL and follows it without the token. Refuses before
-        downloading when the artifact is expired, larger than ``max_bytes`` or larger than the free
-        space; aborts when more than ``max_bytes`` arrive; checks GitHub's ``digest`` when given.
-        A partial file is removed on any failure.
+        downloading when the artifact is expired or larger than ``max_bytes``, and fails
+        (``InsufficientDiskSpace``, transient) when it is larger than the free space or the disk
+        fills while it arrives; aborts when more than ``max_bytes`` arrive; checks GitHub's
+        ``digest`` when given. A partial file is removed on any failure.
         """
         label = f"artifact {artifact.name!r} (id {artifact.id})"
         if artifact.expired:
@@ -379,6 +382,23 @@ async def _receive(
     on_progress: Callable[[int], None] | None,
 ) -> str:
     """Copy ``body`` into ``destination`` chunk by chunk, hashing it; its hex SHA-256."""
+    try:
+        return await _write_body(body, destination, label, max_bytes, on_progress)
+    except OSError as error:
+        if error.errno in {errno.ENOSPC, errno.EDQUOT}:
+            raise InsufficientDiskSpace(
+                f"no space left on the device of {destination.parent} while downloading {label}"
+            ) from error
+        raise
+
+
+async def _write_body(
+    body: aiohttp.StreamReader,
+    destination: Path,
+    label: str,
+    max_bytes: int,
+    on_progress: Callable[[int], None] | None,
+) -> str:
     digest = hashlib.sha256()
     received = 0
     with destination.open("wb") as file:
@@ -405,7 +425,7 @@ def _check_room(label: str, size: int, destination: Path, max_bytes: int) -> Non
     _check_size(label, size, max_bytes)
     free = shutil.disk_usage(destination.parent).free
     if size > free:
-        raise ArtifactTooLarge(
+        raise InsufficientDiskSpace(
             f"{label} is {size} bytes but only {free} bytes are free in {destination.parent}"
         )
 

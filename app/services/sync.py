@@ -30,6 +30,7 @@ from app.errors import (
     ArtifactError,
     ArtifactExpired,
     ChecksumMismatch,
+    InsufficientDiskSpace,
     ModelsDirectoryLocked,
     UpstreamError,
 )
@@ -322,21 +323,36 @@ class CloudModelSynchronizationService:
             if failure is not None:
                 return self._record(candidate, failure, described)
             assert zip_path is not None
-            outcome = await self._installer.install_zip(zip_path, origin)
+            outcome = await self._install(zip_path, origin)
         return self._record(candidate, outcome, described)
+
+    async def _install(self, zip_path: Path, origin: Origin) -> InstallOutcome:
+        """The installer's verdict on one zip; an error is this artifact's outcome, not raised.
+
+        The host's state (a full disk, a busy models directory) fails it for this cycle only;
+        anything else rejects this artifact, so that the cycle goes on to the next one.
+        """
+        try:
+            return await self._installer.install_zip(zip_path, origin)
+        except (InsufficientDiskSpace, ModelsDirectoryLocked) as error:
+            return InstallOutcome("failed", str(error), "install_failed")
+        except Exception as error:
+            logger.opt(exception=error).debug(f"Installing {origin.artifact_name} raised")
+            reason = f"could not be handled: {type(error).__name__}: {error}"
+            return InstallOutcome("rejected", reason, "other")
 
     @contextlib.asynccontextmanager
     async def _downloaded(
         self, artifact: Artifact, github: GitHubActionsClient
     ) -> AsyncIterator[tuple[Path | None, InstallOutcome | None]]:
         """The artifact's zip on disk (removed afterwards), or why it could not be had."""
-        self._downloads.mkdir(parents=True, exist_ok=True)
         path = self._downloads / f"{artifact.id}-{uuid.uuid4().hex}.zip"
         progress = self.progress(artifact) if self.progress is not None else None
         max_bytes = int(self._settings.models.max_artifact_mb * MIB)
         started = time.perf_counter()
         try:
             try:
+                await asyncio.to_thread(self._downloads.mkdir, parents=True, exist_ok=True)
                 await self._call(
                     "github.download_artifact",
                     lambda: github.download_artifact(
@@ -356,8 +372,12 @@ class CloudModelSynchronizationService:
             except ArtifactError as error:
                 yield None, InstallOutcome("rejected", str(error), reason_code(error))
                 return
-            except UpstreamError as error:
+            except (UpstreamError, InsufficientDiskSpace) as error:
                 yield None, InstallOutcome("failed", str(error), "download_failed")
+                return
+            except OSError as error:  # the downloads folder cannot be made or written
+                reason = f"cannot write {self._downloads}: {error.strerror or error}"
+                yield None, InstallOutcome("failed", reason, "download_failed")
                 return
             finally:
                 if progress is not None:
@@ -386,9 +406,14 @@ class CloudModelSynchronizationService:
                 outcome.outcome, "skipped"
             )
             self._monitoring.record_artifact(shown, outcome.reason_code)
+        label = f"{artifact.name} ({artifact.id})"
         if outcome.outcome in {"rejected", "expired"}:
-            label = f"{artifact.name} ({artifact.id})"
             logger.warning(f"⚠️ [CLOUD-SYNC] Artifact {label} {outcome.outcome}: {outcome.reason}")
+        elif outcome.outcome == "failed":
+            logger.warning(
+                f"⚠️ [CLOUD-SYNC] Artifact {label} not installed this cycle: {outcome.reason}; "
+                "it will be tried again"
+            )
         report_outcome: SyncOutcome = {
             "installed": "installed",
             "up_to_date": "up_to_date",

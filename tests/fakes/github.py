@@ -115,6 +115,7 @@ class FakeArtifact:
     digest: str | None
     expired: bool
     created_at: datetime
+    declared_size: int | None = None  # what `size_in_bytes` says; None: the content's length
 
 
 @dataclass(slots=True)
