@@ -86,6 +86,7 @@ class GitHubSettings(Section):
     allow_pull_requests: bool = False
     allow_forks: bool = False
     per_page: int = Field(default=100, ge=1, le=100)
+    max_pages_per_cycle: int = Field(default=50, ge=1, le=1000)
 
     @property
     def effective_api_url(self) -> str:

@@ -12,12 +12,19 @@ text:
 The token is sent per request, and only to the API's own origin: never to the blob host that
 serves artifact downloads, nor to a ``Link`` that points elsewhere. Error messages name the method
 and path of the failed request, never the token nor a signed URL's query string.
+
+What the servers say is trusted only within bounds (``UntrustedAnswer`` past them): an API body
+is read up to ``MAX_API_BODY_BYTES``; one cycle reads at most ``github.max_pages_per_cycle``
+listing pages (``begin_cycle`` starts a count); a rate-limit reset is believed up to an hour
+ahead (GitHub's window) and ignored when it is not a plausible time; a download or ``Link``
+that leads anywhere but https (or loopback http) is not followed.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -38,6 +45,8 @@ from app.errors import (
     ChecksumMismatch,
     InsufficientDiskSpace,
     RateLimited,
+    UnsafeDownloadLocation,
+    UntrustedAnswer,
     UpstreamError,
 )
 from app.services.github_types import (
@@ -47,6 +56,7 @@ from app.services.github_types import (
     WorkflowRun,
     compact_api_item,
 )
+from app.services.network import describe_transport_error, is_fetchable
 from app.settings import GitHubSettings
 
 USER_AGENT = "trading-bot-model-sync"
@@ -55,6 +65,12 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 # GitHub's advice for a secondary limit that names no wait: at least a minute.
 SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# A page of 100 runs is about 0.5 MB; an answer 30 times that is not a listing.
+MAX_API_BODY_BYTES = 16 << 20
+# GitHub's rate-limit window is an hour: no honest reset or retry-after is further away.
+MAX_RATE_LIMIT_WAIT_SECONDS = 3600.0
+# A reset further ahead than this is not a clock that is a little off: it is ignored.
+_BELIEVABLE_RESET_SECONDS = 86400.0
 
 _Parsed = TypeVar("_Parsed")
 
@@ -67,10 +83,23 @@ class RateLimitStatus:
     reset: datetime | None
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitStatus:
+    def from_headers(cls, headers: Mapping[str, str], now: float) -> RateLimitStatus:
         remaining = _integer(headers.get("x-ratelimit-remaining"))
-        reset = _integer(headers.get("x-ratelimit-reset"))
+        reset = sane_reset(headers.get("x-ratelimit-reset"), now)
         return cls(remaining, None if reset is None else datetime.fromtimestamp(reset, UTC))
+
+
+def sane_reset(value: str | None, now: float) -> float | None:
+    """The moment (Unix seconds) an ``x-ratelimit-reset`` value means, within reason.
+
+    A reset already past is now; one more than an hour ahead is clamped to an hour; anything
+    that is not a positive whole number of seconds, or is more than a day ahead (the year
+    3000), is ignored: None.
+    """
+    reset = _integer(value)
+    if reset is None or reset <= 0 or reset - now > _BELIEVABLE_RESET_SECONDS:
+        return None
+    return min(max(float(reset), now), now + MAX_RATE_LIMIT_WAIT_SECONDS)
 
 
 def upstream_error(
@@ -109,14 +138,15 @@ def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait by ``retry-after``, else by an exhausted rate limit; None if neither."""
     value = headers.get("retry-after")
     if value is not None:
-        seconds = _integer(value)
+        seconds: float | None = _integer(value)
+        if seconds is None:
+            with suppress(TypeError, ValueError, OverflowError):
+                seconds = parsedate_to_datetime(value).timestamp() - now
         if seconds is not None:
-            return float(max(seconds, 0))
-        with suppress(TypeError, ValueError):
-            return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+            return min(max(seconds, 0.0), MAX_RATE_LIMIT_WAIT_SECONDS)
     if headers.get("x-ratelimit-remaining") == "0":
-        reset = _integer(headers.get("x-ratelimit-reset"))
-        return max(reset - now, 0.0) if reset is not None else SECONDARY_LIMIT_DEFAULT_WAIT
+        reset = sane_reset(headers.get("x-ratelimit-reset"), now)
+        return reset - now if reset is not None else SECONDARY_LIMIT_DEFAULT_WAIT
     return None
 
 
@@ -164,6 +194,11 @@ class GitHubActionsClient:
         self.rate_limit_remaining: int | None = None
         self.rate_limit_reset: datetime | None = None
         self.requests_sent = 0
+        self._pages_read = 0
+
+    def begin_cycle(self) -> None:
+        """Start counting listing pages against ``github.max_pages_per_cycle`` afresh."""
+        self._pages_read = 0
 
     async def iter_runs(self) -> AsyncIterator[WorkflowRun]:
         """Successful runs of the configured workflow and branch, newest first, page by page."""
@@ -229,6 +264,14 @@ class GitHubActionsClient:
 
     async def _fetch_page(self, url: URL, *, key: str | None) -> CachedPage:
         """One page (``key`` names its list; None: the body is the single item), via the cache."""
+        budget = self._settings.max_pages_per_cycle
+        if key is not None:
+            if self._pages_read >= budget:
+                raise UntrustedAnswer(
+                    f"GitHub's listing went on for more than {budget} pages this cycle "
+                    f"(github.max_pages_per_cycle); stopped before GET {_shown(url)}"
+                )
+            self._pages_read += 1
         cached = self._cache.get(str(url)) if self._cache is not None else None
         extra = {"If-None-Match": cached.etag} if cached is not None else {}
         async with self._get(url, extra) as response:
@@ -240,8 +283,7 @@ class GitHubActionsClient:
             items = (body,) if key is None else body.get(key)
             if not isinstance(items, list | tuple):
                 raise UpstreamError(f"GitHub's answer to GET {_shown(url)} has no {key!r} list")
-            next_link = response.links.get("next")
-            next_url = str(next_link["url"]) if next_link else None
+            next_url = self._next_url(response)
             page = CachedPage(
                 etag=response.headers.get("ETag", ""),
                 items=tuple(compact_api_item(i) if isinstance(i, dict) else i for i in items),
@@ -252,10 +294,32 @@ class GitHubActionsClient:
         return page
 
     @staticmethod
+    def _next_url(response: aiohttp.ClientResponse) -> str | None:
+        """The page ``Link: rel="next"`` names, if it is a URL this client may fetch."""
+        next_link = response.links.get("next")
+        if not next_link:
+            return None
+        target = response.url.join(URL(str(next_link["url"])))
+        if not is_fetchable(target):
+            raise UntrustedAnswer(
+                f"GitHub's answer to GET {_shown(response.url)} links its next page to "
+                f"{_shown(target)!r}, which is not https"
+            )
+        return str(target)
+
+    @staticmethod
     async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+        declared = response.content_length
+        if declared is not None and declared > MAX_API_BODY_BYTES:
+            raise _body_too_large(response)
+        raw = bytearray()
+        async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK_BYTES):
+            raw += chunk
+            if len(raw) > MAX_API_BODY_BYTES:
+                raise _body_too_large(response)
         try:
-            body = await response.json(content_type=None)
-        except ValueError as error:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as error:
             raise UpstreamError(
                 f"GitHub's answer to GET {_shown(response.url)} is not JSON", status=response.status
             ) from error
@@ -284,7 +348,16 @@ class GitHubActionsClient:
                         status=response.status,
                     )
                 raise self._error(response)
-            return response.url.join(URL(location))
+            try:
+                target = response.url.join(URL(location))
+            except ValueError:
+                target = URL()
+            if not is_fetchable(target):
+                raise UnsafeDownloadLocation(
+                    f"artifact {artifact.name!r} (id {artifact.id}): its download redirects to "
+                    f"{_shown(target) or 'an unreadable URL'!r}, which is not https; not followed"
+                )
+            return target
 
     async def _stream_to_file(
         self,
@@ -345,9 +418,9 @@ class GitHubActionsClient:
                 if url.origin() == self._api.origin():
                     self._observe_rate_limit(response.headers)
                 yield response
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise UpstreamError(
-                f"GET {_shown(url)} failed: {type(error).__name__}", status=None
+                f"GET {_shown(url)} failed: {describe_transport_error(error)}", status=None
             ) from error
 
     def _refuse_while_exhausted(self, url: URL) -> None:
@@ -363,10 +436,10 @@ class GitHubActionsClient:
             )
 
     def _observe_rate_limit(self, headers: Mapping[str, str]) -> None:
-        status = RateLimitStatus.from_headers(headers)
+        status = RateLimitStatus.from_headers(headers, self._clock())
         if status.remaining is not None:
+            # The two go together: an unbelievable reset must not outlive the answer it came in.
             self.rate_limit_remaining = status.remaining
-        if status.reset is not None:
             self.rate_limit_reset = status.reset
 
     def _error(self, response: aiohttp.ClientResponse) -> UpstreamError:
@@ -415,6 +488,13 @@ async def _write_body(
     return digest.hexdigest()
 
 
+def _body_too_large(response: aiohttp.ClientResponse) -> UntrustedAnswer:
+    return UntrustedAnswer(
+        f"GitHub's answer to GET {_shown(response.url)} is more than {MAX_API_BODY_BYTES} bytes; "
+        "not read further"
+    )
+
+
 def _check_size(label: str, size: int, max_bytes: int) -> None:
     if size > max_bytes:
         raise ArtifactTooLarge(f"{label} is over the {max_bytes}-byte limit ({size} bytes or more)")
@@ -435,4 +515,10 @@ def _remove_partial(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-__all__ = ["GitHubActionsClient", "RateLimitStatus", "upstream_error"]
+__all__ = [
+    "MAX_API_BODY_BYTES",
+    "GitHubActionsClient",
+    "RateLimitStatus",
+    "sane_reset",
+    "upstream_error",
+]

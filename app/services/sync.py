@@ -201,6 +201,7 @@ class CloudModelSynchronizationService:
                 logger.info("🌐 [CLOUD-SYNC] Rate limiting - skipping sync")
                 return self._finish(SyncReport("skipped", wait), record=False)
             logger.info("🌐 [CLOUD-SYNC] Starting model synchronization...")
+            github.begin_cycle()
             try:
                 report = await body(github)
             except UpstreamError as error:
