@@ -164,6 +164,9 @@ class OpsSettings(Section):
     webhook_secret: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     max_webhook_body_mb: float = Field(default=25, gt=0)
+    # Bodies are read before their signature can be checked: bound how many, and how long.
+    max_concurrent_bodies: int = Field(default=4, ge=1, le=1000)
+    body_timeout_seconds: float = Field(default=10, gt=0)
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> OpsSettings:
