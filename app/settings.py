@@ -183,6 +183,9 @@ class ResilienceSettings(Section):
     base_delay_seconds: float = Field(default=0.5, ge=0)
     max_delay_seconds: float = Field(default=30, ge=0)
     http_timeout_seconds: float = Field(default=30, gt=0)
+    # One download, all its attempts included; and the pace below which an attempt is cut.
+    download_deadline_seconds: float = Field(default=900, gt=0)
+    min_download_kbps: float = Field(default=256, ge=0)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=60, ge=0)
 

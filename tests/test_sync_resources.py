@@ -7,6 +7,7 @@ real tmpfs of 2 MiB (``tests/small_disk.py``), so every ENOSPC comes from the ke
 from __future__ import annotations
 
 import os
+import time
 
 from tests.artifacts import model_artifact
 from tests.conftest import make_settings
@@ -126,3 +127,53 @@ async def test_enospc_in_the_inbox_keeps_the_zip_for_the_next_look(small_disk, s
 
     assert [r.outcome for r in freed] == ["installed"]
     assert host.serving() == {SLOT: "v2"}
+
+
+# -- a blob host that drips bytes (issue 8, deadlines) -------------------------------------------
+
+
+async def test_a_download_below_the_minimum_throughput_is_cut_and_tried_again_later(
+    fake, models_dir, start_host, logs
+):
+    settings = fake_settings(
+        fake, models_dir, resilience={"min_download_kbps": 8000, "download_deadline_seconds": 60}
+    )
+    host = await start_host(settings)
+    run = fake.add_run()
+    artifact = fake.add_artifact(run, "trained-model", padded_artifact("v2"))
+    fake.blob.drip = (1000, 0.1)  # 10 kB/s, against a minimum of 1 MB/s
+
+    started = time.monotonic()
+    report = await host.sync.synchronize_models(force=True)
+    elapsed = time.monotonic() - started
+
+    assert report.outcome == "failed", report
+    assert "8000 kbit/s" in report.reason
+    assert elapsed < 5  # every attempt cut within a fraction of a second
+    assert host.artifact_record(artifact.id)["outcome"] == "failed"
+    assert list((models_dir / ".sync" / "downloads").iterdir()) == []
+    fake.blob.drip = None
+
+    again = await host.sync.synchronize_models(force=True)
+
+    assert again.outcome == "installed", again
+
+
+async def test_a_download_past_its_deadline_is_cut_whatever_its_pace(fake, models_dir, start_host):
+    settings = fake_settings(
+        fake, models_dir, resilience={"min_download_kbps": 1, "download_deadline_seconds": 1.5}
+    )
+    host = await start_host(settings)
+    run = fake.add_run()
+    fake.add_artifact(run, "trained-model", padded_artifact("v2"))
+    fake.blob.drip = (16_000, 0.1)  # 160 kB/s: fast enough, but 300 kB take 2 s
+
+    started = time.monotonic()
+    report = await host.sync.synchronize_models(force=True)
+    elapsed = time.monotonic() - started
+
+    assert report.outcome == "failed", report
+    assert "within 1.5s" in report.reason
+    assert 1.4 < elapsed < 3
+    assert list((models_dir / ".sync" / "downloads").iterdir()) == []
+    assert host.serving() == {SLOT: EMBEDDED_VERSION}

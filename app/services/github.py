@@ -22,6 +22,7 @@ that leads anywhere but https (or loopback http) is not followed.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
@@ -71,6 +72,8 @@ MAX_API_BODY_BYTES = 16 << 20
 MAX_RATE_LIMIT_WAIT_SECONDS = 3600.0
 # A reset further ahead than this is not a clock that is a little off: it is ignored.
 _BELIEVABLE_RESET_SECONDS = 86400.0
+# Bytes a download may be behind its minimum pace (connection set-up, a slow first second).
+THROUGHPUT_ALLOWANCE_BYTES = 256 << 10
 
 _Parsed = TypeVar("_Parsed")
 
@@ -229,6 +232,7 @@ class GitHubActionsClient:
         *,
         max_bytes: int,
         on_progress: Callable[[int], None] | None = None,
+        min_kbps: float = 0.0,
     ) -> str:
         """Stream the artifact's zip to ``destination``; return its hex SHA-256.
 
@@ -236,14 +240,17 @@ class GitHubActionsClient:
         downloading when the artifact is expired or larger than ``max_bytes``, and fails
         (``InsufficientDiskSpace``, transient) when it is larger than the free space or the disk
         fills while it arrives; aborts when more than ``max_bytes`` arrive; checks GitHub's
-        ``digest`` when given. A partial file is removed on any failure.
+        ``digest`` when given. A body arriving slower than ``min_kbps`` kilobits per second on
+        average (after ``THROUGHPUT_ALLOWANCE_BYTES``) is cut: ``UpstreamError``, transient.
+        A partial file is removed on any failure.
         """
         label = f"artifact {artifact.name!r} (id {artifact.id})"
         if artifact.expired:
             raise ArtifactExpired(f"{label} has expired on GitHub")
         _check_room(label, artifact.size_in_bytes, destination, max_bytes)
         location = await self._signed_location(artifact)
-        digest = await self._stream_to_file(location, destination, label, max_bytes, on_progress)
+        receiving = _Receiving(destination, label, max_bytes, min_kbps, on_progress)
+        digest = await self._stream_to_file(location, receiving)
         if artifact.sha256 is not None and digest != artifact.sha256:
             _remove_partial(destination)
             raise ChecksumMismatch(
@@ -359,15 +366,8 @@ class GitHubActionsClient:
                 )
             return target
 
-    async def _stream_to_file(
-        self,
-        location: URL,
-        destination: Path,
-        label: str,
-        max_bytes: int,
-        on_progress: Callable[[int], None] | None,
-    ) -> str:
-        """Write the body at ``location`` to ``destination``, hashing it; remove it on failure."""
+    async def _stream_to_file(self, location: URL, receiving: _Receiving) -> str:
+        """Write the body at ``location`` to its destination, hashing it; remove it on failure."""
         # A signed URL is its own credential: the token is never sent along, whatever the host.
         async with self._get(location, authorize=False) as response:
             if response.status != 200:
@@ -379,11 +379,11 @@ class GitHubActionsClient:
                     status=None,
                 )
             if response.content_length is not None:
-                _check_size(label, response.content_length, max_bytes)
+                _check_size(receiving.label, response.content_length, receiving.max_bytes)
             try:
-                return await _receive(response.content, destination, label, max_bytes, on_progress)
+                return await _receive(response.content, receiving)
             except BaseException:
-                _remove_partial(destination)
+                _remove_partial(receiving.destination)
                 raise
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -447,44 +447,68 @@ class GitHubActionsClient:
         return upstream_error(response.status, response.headers, request=request, now=self._clock())
 
 
-async def _receive(
-    body: aiohttp.StreamReader,
-    destination: Path,
-    label: str,
-    max_bytes: int,
-    on_progress: Callable[[int], None] | None,
-) -> str:
-    """Copy ``body`` into ``destination`` chunk by chunk, hashing it; its hex SHA-256."""
+@dataclass(frozen=True, slots=True)
+class _Receiving:
+    """Where a download goes and the bounds it is received within."""
+
+    destination: Path
+    label: str
+    max_bytes: int
+    min_kbps: float
+    on_progress: Callable[[int], None] | None
+
+
+async def _receive(body: aiohttp.StreamReader, receiving: _Receiving) -> str:
+    """Copy ``body`` into the destination chunk by chunk, hashing it; its hex SHA-256."""
+    destination = receiving.destination
     try:
-        return await _write_body(body, destination, label, max_bytes, on_progress)
+        return await _write_body(body, receiving)
     except OSError as error:
         if error.errno in {errno.ENOSPC, errno.EDQUOT}:
             raise InsufficientDiskSpace(
-                f"no space left on the device of {destination.parent} while downloading {label}"
+                f"no space left on the device of {destination.parent} "
+                f"while downloading {receiving.label}"
             ) from error
         raise
 
 
-async def _write_body(
-    body: aiohttp.StreamReader,
-    destination: Path,
-    label: str,
-    max_bytes: int,
-    on_progress: Callable[[int], None] | None,
-) -> str:
+async def _write_body(body: aiohttp.StreamReader, receiving: _Receiving) -> str:
+    """The copy itself, under a moving deadline: the next bytes are due by the minimum pace."""
     digest = hashlib.sha256()
     received = 0
-    with destination.open("wb") as file:
-        async for chunk in body.iter_chunked(DOWNLOAD_CHUNK_BYTES):
-            received += len(chunk)
-            _check_size(label, received, max_bytes)  # a hostile host may send more than it said
-            digest.update(chunk)
-            file.write(chunk)
-            if on_progress is not None:
-                on_progress(received)
-        file.flush()
-        # No fsync: the zip is scratch, deleted after extraction, and what is extracted from
-        # it is fsynced before it is installed (measured: the fsync cost 0.1 s per 200 MB).
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pace = receiving.min_kbps * 1000 / 8  # bytes per second; 0: no minimum
+
+    def due(count: int) -> float | None:
+        return started + (count + THROUGHPUT_ALLOWANCE_BYTES) / pace if pace else None
+
+    try:
+        async with asyncio.timeout_at(due(0)) as window:
+            with receiving.destination.open("wb") as file:
+                # iter_any: whatever has arrived, so that a drip is seen as it drips.
+                async for chunk in body.iter_any():
+                    received += len(chunk)
+                    # A hostile host may send more than it said.
+                    _check_size(receiving.label, received, receiving.max_bytes)
+                    digest.update(chunk)
+                    file.write(chunk)
+                    window.reschedule(due(received))
+                    if receiving.on_progress is not None:
+                        receiving.on_progress(received)
+                file.flush()
+                # No fsync: the zip is scratch, deleted after extraction, and what is extracted
+                # from it is fsynced before it is installed (measured: 0.1 s per 200 MB).
+    except TimeoutError as error:
+        if not window.expired():
+            raise
+        seconds = loop.time() - started
+        raise UpstreamError(
+            f"the artifact host sent {receiving.label} too slowly: {received} bytes in "
+            f"{seconds:.1f}s, under the minimum of {receiving.min_kbps:g} kbit/s "
+            "(resilience.min_download_kbps)",
+            status=None,
+        ) from error
     return digest.hexdigest()
 
 

@@ -350,20 +350,33 @@ class CloudModelSynchronizationService:
         path = self._downloads / f"{artifact.id}-{uuid.uuid4().hex}.zip"
         progress = self.progress(artifact) if self.progress is not None else None
         max_bytes = int(self._settings.models.max_artifact_mb * MIB)
+        resilience = self._settings.resilience
+        deadline = resilience.download_deadline_seconds
         started = time.perf_counter()
         try:
             try:
                 await asyncio.to_thread(self._downloads.mkdir, parents=True, exist_ok=True)
-                await self._call(
-                    "github.download_artifact",
-                    lambda: github.download_artifact(
-                        artifact,
-                        path,
-                        max_bytes=max_bytes,
-                        on_progress=progress.update_to if progress else None,
-                    ),
-                    streaming=True,
+                # The deadline covers every attempt: a host that drips bytes, or keeps failing
+                # slowly, cannot hold the cycle for longer.
+                async with asyncio.timeout(deadline):
+                    await self._call(
+                        "github.download_artifact",
+                        lambda: github.download_artifact(
+                            artifact,
+                            path,
+                            max_bytes=max_bytes,
+                            on_progress=progress.update_to if progress else None,
+                            min_kbps=resilience.min_download_kbps,
+                        ),
+                        streaming=True,
+                    )
+            except TimeoutError:
+                reason = (
+                    f"the download of {artifact.name!r} did not finish within {deadline:g}s "
+                    "(resilience.download_deadline_seconds)"
                 )
+                yield None, InstallOutcome("failed", reason, "download_failed")
+                return
             except ArtifactExpired as error:
                 yield None, InstallOutcome("expired", str(error), "expired")
                 return
