@@ -329,3 +329,11 @@ def test_metadata_nesting_within_the_bound_and_brackets_in_strings_are_fine():
     raw = b'{"version": "[[[[{{{{\\"[", "deep": ' + b"[" * 63 + b"]" * 63 + b"}"
 
     assert parse_metadata(PurePosixPath("metadata.json"), raw).version == '[[[[{{{{"['
+
+
+def test_text_fields_are_kept_with_their_control_characters_escaped():
+    raw = json.dumps({"version": "v2\n\x1b[2J", "model_type": "brain\r"}).encode()
+
+    metadata = parse_metadata(PurePosixPath("metadata.json"), raw)
+
+    assert (metadata.version, metadata.model_type) == ("v2\\x0a\\x1b[2J", "brain\\x0d")

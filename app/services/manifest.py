@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import ArtifactError, ChecksumMismatch
 from app.fsutil import sha256_of_file
+from app.logs import printable
 from app.services.extraction import MODEL_SUFFIX, is_metadata
 
 if TYPE_CHECKING:
@@ -101,12 +102,13 @@ def is_model(path: PurePosixPath) -> bool:
 
 
 def _optional_text(source: PurePosixPath, data: dict[str, Any], key: str) -> str | None:
+    """A text field, with control characters escaped: it will be shown in logs and terminals."""
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise ArtifactError(f"{source}: {key!r} must be a non-empty string, got {value!r}")
-    return value
+        raise ArtifactError(f"{source}: {key!r} must be a non-empty string, got {value!r:.80}")
+    return printable(value)
 
 
 def _sha256_hex(source: PurePosixPath, where: str, value: Any) -> str:
