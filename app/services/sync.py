@@ -7,13 +7,16 @@ recorded in the state, so a restart does not download again what it already judg
 
 One cycle at a time, however triggered: an asyncio lock in the process and ``sync.lock`` across
 processes (``python -m app sync`` beside a running host). At most one cycle per
-``min_interval_minutes`` unless forced.
+``min_interval_minutes`` unless forced, counted from the last *completed* cycle (installed, up to
+date, rejected): a failed one (a bad token, a network fault) holds nothing back. Every cycle ends
+with one line saying what it did and when the next may run (``SyncReport.retry_at``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 import uuid
@@ -32,6 +35,7 @@ from app.errors import (
     ChecksumMismatch,
     InsufficientDiskSpace,
     ModelsDirectoryLocked,
+    RateLimited,
     UpstreamError,
 )
 from app.services.github import GitHubActionsClient
@@ -52,6 +56,8 @@ SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skippe
 MIB = 1 << 20
 MAX_RUN_PAGES_ITEMS = 1000  # runs looked at per cycle, at most: older ones cannot be newer
 MAX_DOWNLOADS_PER_CYCLE = 3
+# Cycles that did their job, whatever they found; only these count against min_interval_minutes.
+COMPLETED_OUTCOMES: frozenset[str] = frozenset({"installed", "up_to_date", "rejected"})
 
 
 class Resilience(Protocol):
@@ -88,6 +94,8 @@ class SyncReport:
     reason: str
     artifact: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # The earliest moment an unforced cycle will run again (None: whenever it is asked).
+    retry_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +103,7 @@ class SyncReport:
             "reason": self.reason,
             "artifact": self.artifact,
             "versions": self.versions,
+            "retry_at": None if self.retry_at is None else self.retry_at.isoformat(),
         }
 
 
@@ -197,34 +206,50 @@ class CloudModelSynchronizationService:
             if not claimed:
                 report = SyncReport("skipped", "another process is synchronizing")
                 return self._finish(report, record=False)
-            if not force and (wait := self._too_soon()) is not None:
-                logger.info("🌐 [CLOUD-SYNC] Rate limiting - skipping sync")
-                return self._finish(SyncReport("skipped", wait), record=False)
+            if not force and (skipped := self._too_soon()) is not None:
+                logger.info(f"🌐 [CLOUD-SYNC] Rate limiting - skipping sync ({skipped.reason})")
+                return self._finish(skipped, record=False)
             logger.info("🌐 [CLOUD-SYNC] Starting model synchronization...")
             github.begin_cycle()
             try:
                 report = await body(github)
             except UpstreamError as error:
-                logger.error(f"❌ [CLOUD-SYNC] Synchronization failed: {error}")
-                report = SyncReport("failed", str(error))
+                retry_at = None
+                if isinstance(error, RateLimited):
+                    retry_at = self._clock() + timedelta(seconds=error.retry_after)
+                report = SyncReport("failed", str(error), retry_at=retry_at)
             return self._finish(report, record=True)
 
-    def _too_soon(self) -> str | None:
-        last = self._state.state.last_sync
+    def _too_soon(self) -> SyncReport | None:
+        """The skip, if the last completed cycle is within ``min_interval_minutes``."""
+        last = self._state.state.last_completed_sync
         floor = timedelta(minutes=self._settings.cloud_sync.min_interval_minutes)
         if last is None or floor <= timedelta(0):
             return None
         elapsed = self._clock() - last.at
         if elapsed >= floor:
             return None
-        return f"rate limiting: last sync {int(elapsed.total_seconds())}s ago (minimum {floor})"
+        allowed = last.at + floor
+        reason = (
+            f"rate limiting: last completed sync {int(elapsed.total_seconds())}s ago "
+            f"(minimum {floor}); next unforced sync from {allowed:%H:%M:%S} UTC"
+        )
+        return SyncReport("skipped", reason, retry_at=allowed)
 
     def _finish(self, report: SyncReport, *, record: bool) -> SyncReport:
         if record:
             artifact_id = report.artifact["id"] if report.artifact else None
-            self._state.record_sync(
-                outcome=report.outcome, reason=report.reason, artifact_id=artifact_id
+            completed = report.outcome in COMPLETED_OUTCOMES
+            last = self._state.record_sync(
+                outcome=report.outcome,
+                reason=report.reason,
+                artifact_id=artifact_id,
+                completed=completed,
             )
+            floor = timedelta(minutes=self._settings.cloud_sync.min_interval_minutes)
+            if completed and report.retry_at is None and floor > timedelta(0):
+                report = dataclasses.replace(report, retry_at=last.at + floor)
+            _log_summary(report)
         if self._monitoring is not None:
             self._monitoring.record_sync(report.outcome)
             if self._github is not None and self._github.rate_limit_remaining is not None:
@@ -420,14 +445,9 @@ class CloudModelSynchronizationService:
                 outcome.outcome, "skipped"
             )
             self._monitoring.record_artifact(shown, outcome.reason_code)
-        label = f"{artifact.name} ({artifact.id})"
-        if outcome.outcome in {"rejected", "expired"}:
+        if outcome.outcome in {"rejected", "expired"}:  # a failure is the cycle's one summary line
+            label = f"{artifact.name} ({artifact.id})"
             logger.warning(f"⚠️ [CLOUD-SYNC] Artifact {label} {outcome.outcome}: {outcome.reason}")
-        elif outcome.outcome == "failed":
-            logger.warning(
-                f"⚠️ [CLOUD-SYNC] Artifact {label} not installed this cycle: {outcome.reason}; "
-                "it will be tried again"
-            )
         report_outcome: SyncOutcome = {
             "installed": "installed",
             "up_to_date": "up_to_date",
@@ -458,9 +478,29 @@ class CloudModelSynchronizationService:
         if not self._settings.cloud_sync.sync_on_startup and await sleep(interval):
             return
         while True:
+            wait = interval
             try:
-                await self.synchronize_models()
+                report = await self.synchronize_models()
             except Exception as error:  # the loop must outlive any one cycle's bug
                 logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Sync cycle crashed: {error}")
-            if await sleep(interval):
+            else:
+                if report.retry_at is not None:  # a rate limit past the interval: wait it out
+                    wait = max(wait, (report.retry_at - self._clock()).total_seconds())
+            at = self._clock() + timedelta(seconds=wait)
+            logger.info(f"🌐 [CLOUD-SYNC] Next sync at {at:%H:%M:%S} UTC (in {wait / 60:.0f} min)")
+            if await sleep(wait):
                 return
+
+
+def _log_summary(report: SyncReport) -> None:
+    """The one line that says how a cycle ended and when the next may run."""
+    when = None if report.retry_at is None else f"{report.retry_at:%H:%M:%S} UTC"
+    if report.outcome == "failed":
+        then = f"not before {when}" if when else "the next cycle tries again"
+        logger.error(
+            f"❌ [CLOUD-SYNC] Synchronization failed: {report.reason}; {then} "
+            "(a failed sync does not count against min_interval_minutes)"
+        )
+        return
+    then = f"; next unforced sync from {when}" if when else ""
+    logger.info(f"🌐 [CLOUD-SYNC] Synchronization {report.outcome}: {report.reason}{then}")
