@@ -102,11 +102,12 @@ class OpsServer:
         self._resilience = resilience
         self._admin_token = settings.ops.admin_token.get_secret_value()
         self._bodies = asyncio.Semaphore(settings.ops.max_concurrent_bodies)
+        self._max_body_bytes = int(settings.ops.max_webhook_body_mb * MIB)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=int(self._settings.ops.max_webhook_body_mb * MIB))
+        app = web.Application(client_max_size=self._max_body_bytes)
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -186,7 +187,7 @@ class OpsServer:
         if not looks_signed(signature):
             return web.json_response({"error": "missing or wrong signature"}, status=401)
         declared = request.content_length
-        if declared is not None and declared > request.app._client_max_size:  # noqa: SLF001 - the one limit, as configured
+        if declared is not None and declared > self._max_body_bytes:
             return web.json_response({"error": "body too large"}, status=413)
         body = await self._read_unauthenticated(request)
         if isinstance(body, web.Response):

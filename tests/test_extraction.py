@@ -16,7 +16,13 @@ from app.services.extraction import (
     member_path,
 )
 from app.settings import ModelsSettings
-from tests.zips import entry, patch_header, reverse_central_directory, write_zip
+from tests.zips import (
+    entry,
+    patch_header,
+    reverse_central_directory,
+    share_local_header,
+    write_zip,
+)
 
 MIB = 1 << 20
 LIMITS = ExtractionLimits(max_members=100, max_total_bytes=200 * MIB, max_compression_ratio=200)
@@ -333,6 +339,13 @@ def test_refuses_members_that_overlap_before_inflating_any(tmp_path, staging):
     message = refused(archive, staging, "'a.onnx' refused: its data overlaps 'b.onnx'")
 
     assert "central directory" in message
+
+
+def test_refuses_two_entries_sharing_one_member_before_inflating_either(tmp_path, staging):
+    archive = write_zip(tmp_path / "a.zip", [("a.onnx", bytes(MIB)), ("b.onnx", bytes(MIB))])
+    share_local_header(archive, "b.onnx", "a.onnx")
+
+    refused(archive, staging, "'b.onnx' refused: it shares its data with 'a.onnx'")
 
 
 def test_refuses_members_listed_out_of_their_order_in_the_file(tmp_path, staging):

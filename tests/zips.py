@@ -104,3 +104,22 @@ def reverse_central_directory(path: Path) -> None:
         records.append(data[position : position + size])
         position += size
     path.write_bytes(data[:start] + b"".join(reversed(records)) + data[end:])
+
+
+def share_local_header(path: Path, name: str, other: str) -> None:
+    """Point ``name``'s central directory entry at ``other``'s local header and data.
+
+    The "full overlap" of a zip bomb: two entries, one stored member, inflated twice.
+    """
+    data = bytearray(path.read_bytes())
+    offsets: dict[str, tuple[int, int]] = {}  # name -> (its record's position, local offset)
+    position = data.find(_CENTRAL_SIGNATURE)
+    while position >= 0:
+        length = struct.unpack_from("<H", data, position + _CENTRAL_NAME_LENGTH)[0]
+        start = position + _CENTRAL_FIXED
+        record_name = bytes(data[start : start + length]).decode()
+        local = struct.unpack_from("<I", data, position + _CENTRAL_LOCAL_OFFSET)[0]
+        offsets[record_name] = (position, local)
+        position = data.find(_CENTRAL_SIGNATURE, position + 1)
+    struct.pack_into("<I", data, offsets[name][0] + _CENTRAL_LOCAL_OFFSET, offsets[other][1])
+    path.write_bytes(bytes(data))

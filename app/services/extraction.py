@@ -213,7 +213,11 @@ def check_layout(infos: Sequence[zipfile.ZipInfo], directory_offset: int | None)
     previous: zipfile.ZipInfo | None = None
     for info in infos:
         if previous is not None:
-            if info.header_offset <= previous.header_offset:
+            if info.header_offset == previous.header_offset:
+                raise _refuse(
+                    info.orig_filename, f"it shares its data with {previous.orig_filename!r}"
+                )
+            if info.header_offset < previous.header_offset:
                 raise _refuse(
                     info.orig_filename,
                     f"listed after {previous.orig_filename!r} but stored before it "
