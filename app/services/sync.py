@@ -38,6 +38,7 @@ from app.errors import (
     RateLimited,
     UpstreamError,
 )
+from app.services.breaker import CircuitOpen
 from app.services.github import GitHubActionsClient
 from app.services.github_types import Artifact, WorkflowRun
 from app.services.installer import ArtifactInstaller, InstallOutcome, Origin, reason_code
@@ -215,8 +216,9 @@ class CloudModelSynchronizationService:
                 report = await body(github)
             except UpstreamError as error:
                 retry_at = None
-                if isinstance(error, RateLimited):
-                    retry_at = self._clock() + timedelta(seconds=error.retry_after)
+                if isinstance(error, RateLimited | CircuitOpen):
+                    wait = error.retry_after if isinstance(error, RateLimited) else error.retry_in
+                    retry_at = self._clock() + timedelta(seconds=wait)
                 report = SyncReport("failed", str(error), retry_at=retry_at)
             return self._finish(report, record=True)
 
