@@ -5,13 +5,18 @@
     AppError
     ├── ConfigurationError        a setting is missing or out of range (names the key)
     ├── ModelsDirectoryLocked     another process is writing to the models directory
+    ├── InsufficientDiskSpace     no room on the disk (ENOSPC, or too little free space to
+    │                             start): the host's state, not the artifact's, so tried again
     ├── UpstreamError             GitHub or the blob host failed us
     │   ├── AuthenticationError   401, or 403 without rate-limit signs: not retried
     │   ├── RateLimited           403/429 with retry-after or x-ratelimit-remaining: 0
-    │   └── ArtifactExpired       410 on download, or `expired: true`
+    │   ├── ArtifactExpired       410 on download, or `expired: true`
+    │   └── UntrustedAnswer       an answer past what we accept from any server: a body over
+    │                             its cap, more pages than a cycle may read; not retried at once
     ├── ArtifactError             the artifact itself is bad: checksum, hostile zip, size
     │   ├── ArtifactTooLarge      over a size, count or compression-ratio limit
-    │   └── ChecksumMismatch
+    │   ├── ChecksumMismatch
+    │   └── UnsafeDownloadLocation  its download redirects to anything but https
     └── ModelError                a model file cannot serve: unreadable, incompatible, bad output
 
 Each carries what a user needs to act on it in its message; secrets never appear in one.
@@ -30,6 +35,10 @@ class ConfigurationError(AppError):
 
 class ModelsDirectoryLocked(AppError):
     """Another process holds the models directory's write lock."""
+
+
+class InsufficientDiskSpace(AppError):
+    """The disk is full or too full to start: transient, whatever artifact was being handled."""
 
 
 class UpstreamError(AppError):
@@ -56,6 +65,10 @@ class ArtifactExpired(UpstreamError):
     """The artifact is gone (410, or listed as expired)."""
 
 
+class UntrustedAnswer(UpstreamError):
+    """A server's answer went past a bound this package puts on any answer (size, pages)."""
+
+
 class ArtifactError(AppError):
     """The artifact's content is unacceptable; it is rejected and not downloaded again."""
 
@@ -70,3 +83,7 @@ class ChecksumMismatch(ArtifactError):
 
 class ModelError(AppError):
     """A model cannot be loaded or would not serve correctly."""
+
+
+class UnsafeDownloadLocation(ArtifactError):
+    """The artifact's download redirects to a URL that is not https (nor loopback in tests)."""

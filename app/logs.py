@@ -3,20 +3,46 @@
 Human-readable lines by default; one JSON object per line with ``json_lines``. Tracebacks never
 show local variables (``diagnose=False``), and every configured secret is replaced by ``***``
 in everything written as a last line of defence: no code path logs a secret on purpose.
+
+Messages quote text that artifacts and servers wrote (a model's version, a member name, an error
+body). Every message is passed through :func:`printable` before it is written, so such text can
+neither start a line of its own (a forged ``✅ [MODEL-RELOAD]``) nor drive the terminal (escape
+sequences that clear the screen or move the cursor).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import stamina.instrumentation
 from loguru import logger
 
+if TYPE_CHECKING:
+    from loguru import Record
+
 HUMAN_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}"
+# C0 controls (newline, ESC, ...), DEL and C1, line and paragraph separators, and the bidi
+# controls that reorder what a terminal shows.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _printable_message(record: Record) -> None:
+    record["message"] = printable(record["message"])
 
 
 class _ToLoguru(logging.Handler):
@@ -64,6 +90,7 @@ def configure_logging(
 ) -> None:
     """Replace all sinks with one on `stream` (stderr by default) and enable this package."""
     logger.remove()
+    logger.configure(patcher=_printable_message)
     logger.add(
         _RedactingStream(stream or sys.stderr, secrets),
         level=level,

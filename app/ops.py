@@ -11,8 +11,16 @@ and an authenticated rollback.
                             ``ops.webhook_secret`` is empty; 401 on a missing or wrong signature;
                             413 over ``ops.max_webhook_body_mb``; 202 queued; 200 ignored/ping
 ``POST /admin/rollback``    ``Authorization: Bearer <ops.admin_token>``; JSON body optional:
-                            ``{"slot": ..., "to": <backup name>}``; 404 when no token is set
+                            ``{"slot": ..., "to": <backup name>}``; 404 when no token is set;
+                            400 for a body that is not that (never 500)
 ==========================  =====================================================================
+
+A webhook body is read before its signature can be checked, so what an unauthenticated client
+can make the host hold is bounded: a request with no well-formed signature header is refused
+before its body is read; a declared length over the limit is refused unread; at most
+``ops.max_concurrent_bodies`` bodies are read at once (a request that waits longer than
+``ops.body_timeout_seconds`` for its turn gets 503); and a body must arrive within
+``ops.body_timeout_seconds`` (408).
 """
 
 from __future__ import annotations
@@ -20,21 +28,55 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from pathlib import PurePath
 from typing import Any
 
 from aiohttp import web
 from loguru import logger
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.install.installer import ModelInstaller
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
 from app.services.resilience import ProductionResilienceService
 from app.services.state import StateStore
-from app.services.webhook import WebhookDispatcher
+from app.services.webhook import WebhookDispatcher, looks_signed
 from app.settings import Settings
 from app.status import status_report
 
 MIB = 1 << 20
+MAX_ADMIN_BODY_BYTES = 64 << 10
+
+
+class RollbackRequest(BaseModel):
+    """The body of ``POST /admin/rollback``: both keys optional, both strings when given."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    slot: str | None = None
+    to: str | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _a_file_name(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or PurePath(value).name != value or "\\" in value or value[0] == "."
+        ):
+            raise ValueError("must be a backup file name, as /status lists them")
+        return value
+
+
+def _bad_request(error: str) -> web.Response:
+    return web.json_response({"error": error}, status=400)
+
+
+def _invalid(error: ValidationError) -> str:
+    """A pydantic refusal in one line; the values sent are not echoed."""
+    problems = [
+        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}"
+        for item in error.errors()
+    ]
+    return "invalid body: " + "; ".join(problems)
 
 
 class OpsServer:
@@ -60,11 +102,13 @@ class OpsServer:
         self._monitoring = monitoring
         self._resilience = resilience
         self._admin_token = settings.ops.admin_token.get_secret_value()
+        self._bodies = asyncio.Semaphore(settings.ops.max_concurrent_bodies)
+        self._max_body_bytes = int(settings.ops.max_webhook_body_mb * MIB)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=int(self._settings.ops.max_webhook_body_mb * MIB))
+        app = web.Application(client_max_size=self._max_body_bytes)
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -138,11 +182,16 @@ class OpsServer:
     async def _webhook(self, request: web.Request) -> web.Response:
         if not self._webhooks.enabled:
             raise web.HTTPNotFound(text="webhook endpoint is off (ops.webhook_secret is empty)")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+        signature = request.headers.get("X-Hub-Signature-256")
+        if not looks_signed(signature):
+            return web.json_response({"error": "missing or wrong signature"}, status=401)
+        declared = request.content_length
+        if declared is not None and declared > self._max_body_bytes:
             return web.json_response({"error": "body too large"}, status=413)
-        if not self._webhooks.verify(body, request.headers.get("X-Hub-Signature-256")):
+        body = await self._read_unauthenticated(request)
+        if isinstance(body, web.Response):
+            return body
+        if not self._webhooks.verify(body, signature):
             return web.json_response({"error": "missing or wrong signature"}, status=401)
         status, answer = self._webhooks.accept(
             request.headers.get("X-GitHub-Delivery", ""),
@@ -150,6 +199,32 @@ class OpsServer:
             body,
         )
         return web.json_response(answer, status=status)
+
+    async def _read_unauthenticated(self, request: web.Request) -> bytes | web.Response:
+        """The body, read a few requests at a time and within the body timeout; or the refusal."""
+        limit = self._settings.ops.body_timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
+                await self._bodies.acquire()
+        except TimeoutError:
+            return web.json_response(
+                {"error": "too many bodies being received; try again"},
+                status=503,
+                headers={"Retry-After": "1", "Connection": "close"},
+            )
+        try:
+            async with asyncio.timeout(limit):
+                return await request.read()
+        except TimeoutError:
+            return web.json_response(
+                {"error": f"body not received within {limit:g}s"},
+                status=408,
+                headers={"Connection": "close"},
+            )
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=413)
+        finally:
+            self._bodies.release()
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -165,16 +240,32 @@ class OpsServer:
             raise web.HTTPNotFound(text="admin endpoints are off (ops.admin_token is empty)")
         if not self._authorized(request):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-        body: Any = {}
-        if request.can_read_body:
-            try:
-                body = json.loads(await request.read() or b"{}")
-            except ValueError:
-                return web.json_response({"error": "body is not JSON"}, status=400)
-        if not isinstance(body, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        result = await self._installer.roll_back(body.get("slot"), body.get("to"))
+        parsed = await self._rollback_request(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        result = await self._installer.roll_back(parsed.slot, parsed.to)
         if not result.ok:
             return web.json_response({"ok": False, "reason": result.reason}, status=409)
         versions = {slot: model.version for slot, model in result.installed.items()}
         return web.json_response({"ok": True, "reason": result.reason, "versions": versions})
+
+    async def _rollback_request(self, request: web.Request) -> RollbackRequest | web.Response:
+        """The validated body of a rollback, or the 400 that says what is wrong with it."""
+        raw = await request.content.read(MAX_ADMIN_BODY_BYTES + 1) if request.can_read_body else b""
+        if len(raw) > MAX_ADMIN_BODY_BYTES:
+            return _bad_request(f"body is over {MAX_ADMIN_BODY_BYTES} bytes")
+        try:
+            body: Any = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
+            return _bad_request("body is not JSON (or nested too deep)")
+        if not isinstance(body, dict):
+            return _bad_request("body must be a JSON object")
+        try:
+            parsed = RollbackRequest.model_validate(body)
+        except ValidationError as error:
+            return _bad_request(_invalid(error))
+        slots = self._settings.brain.slots
+        if parsed.slot is not None and parsed.slot not in slots:
+            shown = parsed.slot if parsed.slot.isprintable() and len(parsed.slot) < 100 else "?"
+            return _bad_request(f"unknown slot {shown!r} (brain.slots: {', '.join(sorted(slots))})")
+        return parsed

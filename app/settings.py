@@ -86,6 +86,7 @@ class GitHubSettings(Section):
     allow_pull_requests: bool = False
     allow_forks: bool = False
     per_page: int = Field(default=100, ge=1, le=100)
+    max_pages_per_cycle: int = Field(default=50, ge=1, le=1000)
 
     @property
     def effective_api_url(self) -> str:
@@ -119,6 +120,7 @@ class ModelsSettings(Section):
     max_uncompressed_mb: float = Field(default=4096, gt=0)
     max_members: int = Field(default=1000, ge=1)
     max_compression_ratio: float = Field(default=200, ge=1)
+    max_metadata_kb: float = Field(default=1024, gt=0)
     require_checksums: bool = False
     lock_wait_seconds: float = Field(default=10, ge=0)
     watch_seconds: float = Field(default=2, gt=0)
@@ -171,6 +173,9 @@ class OpsSettings(Section):
     webhook_secret: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     max_webhook_body_mb: float = Field(default=25, gt=0)
+    # Bodies are read before their signature can be checked: bound how many, and how long.
+    max_concurrent_bodies: int = Field(default=4, ge=1, le=1000)
+    body_timeout_seconds: float = Field(default=10, gt=0)
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> OpsSettings:
@@ -187,6 +192,9 @@ class ResilienceSettings(Section):
     base_delay_seconds: float = Field(default=0.5, ge=0)
     max_delay_seconds: float = Field(default=30, ge=0)
     http_timeout_seconds: float = Field(default=30, gt=0)
+    # One download, all its attempts included; and the pace below which an attempt is cut.
+    download_deadline_seconds: float = Field(default=900, gt=0)
+    min_download_kbps: float = Field(default=256, ge=0)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=60, ge=0)
 

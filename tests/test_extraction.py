@@ -16,7 +16,13 @@ from app.services.extraction import (
     member_path,
 )
 from app.settings import ModelsSettings
-from tests.zips import entry, patch_header, write_zip
+from tests.zips import (
+    entry,
+    patch_header,
+    reverse_central_directory,
+    share_local_header,
+    write_zip,
+)
 
 MIB = 1 << 20
 LIMITS = ExtractionLimits(max_members=100, max_total_bytes=200 * MIB, max_compression_ratio=200)
@@ -299,3 +305,75 @@ def test_refuses_damaged_deflate_data(tmp_path, staging):
     archive.write_bytes(bytes(data))
 
     refused(archive, staging, "'model.onnx' refused: corrupt data")
+
+
+# -- what the central directory alone gives away (issue 8) ------------------------------------
+
+
+def test_limits_include_the_metadata_cap():
+    settings = ModelsSettings(max_metadata_kb=2)
+
+    assert ExtractionLimits.from_settings(settings).max_metadata_bytes == 2048
+
+
+def test_refuses_a_metadata_json_over_its_cap_before_inflating_it(tmp_path, staging):
+    limits = ExtractionLimits(
+        max_members=10, max_total_bytes=200 * MIB, max_compression_ratio=10_000,
+        max_metadata_bytes=1024,
+    )  # fmt: skip
+    at_cap = write_zip(tmp_path / "a.zip", [("rl/metadata.json", b" " * 1024)])
+    extract_artifact(at_cap, tmp_path / "other", limits)
+    over = write_zip(tmp_path / "b.zip", [GOOD, ("rl/METADATA.json", b" " * 1025)])
+
+    refused(over, staging, "'rl/METADATA.json' refused: 1025 bytes, over the 1024-byte", limits)
+
+
+def test_refuses_members_that_overlap_before_inflating_any(tmp_path, staging):
+    # The "better zip bomb": one member's data runs over the next member's local header.
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as writer:  # stored: sizes are plain byte counts
+        writer.writestr("a.onnx", os.urandom(3 * MIB))
+        writer.writestr("b.onnx", os.urandom(1000))
+    patch_header(archive, "a.onnx", compress_size=3 * MIB + 500)
+
+    message = refused(archive, staging, "'a.onnx' refused: its data overlaps 'b.onnx'")
+
+    assert "central directory" in message
+
+
+def test_refuses_two_entries_sharing_one_member_before_inflating_either(tmp_path, staging):
+    archive = write_zip(tmp_path / "a.zip", [("a.onnx", bytes(MIB)), ("b.onnx", bytes(MIB))])
+    share_local_header(archive, "b.onnx", "a.onnx")
+
+    refused(archive, staging, "'b.onnx' refused: it shares its data with 'a.onnx'")
+
+
+def test_refuses_members_listed_out_of_their_order_in_the_file(tmp_path, staging):
+    archive = write_zip(tmp_path / "a.zip", [("a.onnx", b"first"), ("b.onnx", b"second")])
+    reverse_central_directory(archive)
+
+    refused(archive, staging, "'a.onnx' refused: listed after 'b.onnx' but stored before it")
+
+
+def test_refuses_a_member_reaching_into_the_central_directory(tmp_path, staging):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as writer:
+        writer.writestr("a.onnx", b"x" * 100)
+    patch_header(archive, "a.onnx", compress_size=200)
+
+    refused(archive, staging, "'a.onnx' refused: its data overlaps the central directory")
+
+
+def test_refuses_a_name_component_longer_than_a_filesystem_allows(tmp_path, staging):
+    archive = write_zip(tmp_path / "a.zip", [GOOD, ("rl/" + "a" * 251 + ".onnx", b"x")])
+
+    refused(archive, staging, "a name part longer than 255 bytes")
+
+
+def test_a_path_too_long_for_the_filesystem_is_refused_not_raised(tmp_path, staging):
+    deep = "/".join(["d" * 200] * 25) + "/m.onnx"
+    archive = write_zip(tmp_path / "a.zip", [GOOD, (deep, b"x")])
+
+    message = refused(archive, staging, "its path is too long for the filesystem")
+
+    assert len(message) < 400  # the name is cut short, not quoted whole

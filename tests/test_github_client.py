@@ -20,6 +20,7 @@ from app.errors import (
     ArtifactExpired,
     AuthenticationError,
     ChecksumMismatch,
+    InsufficientDiskSpace,
     RateLimited,
     UpstreamError,
 )
@@ -380,10 +381,11 @@ async def test_an_oversize_artifact_is_refused_before_any_download(github, make_
     assert github.blob.requests == []
 
 
-async def test_an_artifact_larger_than_the_free_space_is_refused(
+async def test_an_artifact_larger_than_the_free_space_fails_as_transient(
     github, make_client, tmp_path, monkeypatch
 ):
-    # A full disk cannot be arranged here, so the free-space probe is what is replaced.
+    # The client alone, with the free-space probe replaced; tests/test_sync_resources.py
+    # fills a real tmpfs.
     run = github.add_run()
     github.add_artifact(run, content=bytes(4096))
     client = make_client()
@@ -391,7 +393,7 @@ async def test_an_artifact_larger_than_the_free_space_is_refused(
     full = shutil.disk_usage(tmp_path)._replace(free=1_000)
     monkeypatch.setattr(github_module.shutil, "disk_usage", lambda _path: full)
 
-    with pytest.raises(ArtifactError, match="1000 bytes are free"):
+    with pytest.raises(InsufficientDiskSpace, match="1000 bytes are free"):
         await client.download_artifact(artifact, tmp_path / "a.zip", max_bytes=MiB)
 
     assert github.blob.requests == []

@@ -22,7 +22,7 @@ from app.containers import Core, resolve, trading_brain
 from app.install.lock import DirectoryLock
 from app.services.inbox import SETTLE_SECONDS, LocalInbox
 from app.settings import Settings
-from tests.artifacts import model_artifact, sha256_hex
+from tests.artifacts import hostile_artifact, model_artifact, sha256_hex
 from tests.conftest import make_settings
 
 FEATURES = [0.1] * 16
@@ -228,3 +228,71 @@ async def test_the_inbox_loop_creates_its_folder_and_installs_until_stopped(rig)
     assert looks == [rig.settings.cloud_sync.inbox_poll_seconds] * 2
     assert rig.listing("processed") == ["later.zip"]
     assert rig.serving() == {SLOT: "v2"}
+
+
+# -- poison zips: one bad zip is rejected with its reason, the rest go on (issue 8) -----------
+
+
+def _deep_metadata(depth: int) -> bytes:
+    return b'{"version": "v", "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+POISON = {
+    # A name component longer than the filesystem allows (ENAMETOOLONG at open()).
+    "long-name.zip": [("a" * 300 + ".onnx", b"model"), ("metadata.json", b"{}")],
+    # Every component short, but the whole path longer than PATH_MAX (ENAMETOOLONG at mkdir).
+    "long-path.zip": [("/".join(["d" * 200] * 25) + "/m.onnx", b"model")],
+    # Parsing would recurse 100,000 deep.
+    "deep-metadata.zip": [
+        ("unified_brain.onnx", b"model"),
+        ("metadata.json", _deep_metadata(100_000)),
+    ],
+}
+
+
+async def test_poison_zips_are_rejected_one_by_one_and_the_good_zip_behind_them_installs(
+    rig, tmp_path, logs
+):
+    for age, (name, members) in enumerate(POISON.items()):
+        rig.drop(name, hostile_artifact(tmp_path, members), age=100 - age)
+    rig.drop("good.zip", model_artifact("v2"), age=10)
+
+    results = await rig.inbox.process_pending()
+
+    assert [(r.name, r.outcome) for r in results] == [
+        *((name, "rejected") for name in POISON),
+        ("good.zip", "installed"),
+    ]
+    assert rig.serving() == {SLOT: "v2"}
+    assert rig.listing() == []
+    rejected = rig.inbox.directory / "rejected"
+    reasons = {name: (rejected / f"{name}.reason.txt").read_text() for name in POISON}
+    assert "longer than 255 bytes" in reasons["long-name.zip"]
+    assert "too long" in reasons["long-path.zip"]
+    assert "nested" in reasons["deep-metadata.zip"]
+    assert not any("Inbox look failed" in line for line in logs)
+    assert list((rig.models_dir / ".sync" / "work").iterdir()) == []
+
+
+async def test_an_unexpected_error_on_one_zip_rejects_that_zip_and_the_next_installs(
+    rig, monkeypatch
+):
+    real = rig.inbox._installer.install_zip
+    poisoned = rig.drop("poison.zip", model_artifact("v9"), age=60)
+
+    async def install_zip(path, origin):
+        if path == poisoned:
+            raise RuntimeError("a bug in handling this zip")
+        return await real(path, origin)
+
+    monkeypatch.setattr(rig.inbox._installer, "install_zip", install_zip)
+    rig.drop("good.zip", model_artifact("v2"), age=30)
+
+    results = await rig.inbox.process_pending()
+
+    assert [(r.name, r.outcome) for r in results] == [
+        ("poison.zip", "rejected"),
+        ("good.zip", "installed"),
+    ]
+    reason = (rig.inbox.directory / "rejected" / "poison.zip.reason.txt").read_text()
+    assert "a bug in handling this zip" in reason

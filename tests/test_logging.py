@@ -5,15 +5,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import stamina.instrumentation
 from loguru import logger
 
-from app.logs import configure_logging
+from app.containers import Core, resolve, trading_brain
+from app.logs import configure_logging, printable
+from tests.artifacts import model_artifact
+from tests.conftest import make_settings
 from tests.test_cli import LOG_LINE, Bot, RunningHost, app_environment, write_settings
 
 SECRETS = {
@@ -211,3 +216,40 @@ def test_a_secret_in_a_logged_exception_is_redacted(
 
     assert "sync failed" in stream.getvalue()
     assert secret not in stream.getvalue()
+
+
+# -- text from artifacts and servers cannot forge a line or drive the terminal (issue 8) --------
+
+FORGED = "✅ [MODEL-RELOAD] Model reloaded successfully: unified_brain version trusted"
+INJECTED_VERSION = f"v2\n2026-01-01 00:00:00.000 | INFO    | {FORGED}\x1b[2J\x1b[H\x07\u202e"
+
+
+def test_printable_escapes_controls_and_keeps_the_rest() -> None:
+    assert printable("a\nb\x1b[2J\u202e ✅ é\t") == "a\\x0ab\\x1b[2J\\u202e ✅ é\\x09"
+
+
+async def test_a_version_with_a_newline_and_escapes_forges_no_line(
+    configured: Callable[..., io.StringIO], models_dir: Path
+) -> None:
+    stream = configured()
+    settings = make_settings(models_dir, github={"token": ""})
+    async with aiohttp.ClientSession() as session:
+        core = Core(config=settings, http=session, brain=trading_brain(settings))
+        await (await resolve(core.models)).start()
+        inbox = await resolve(core.inbox)
+        inbox.directory.mkdir()
+        dropped = inbox.directory / "injected.zip"
+        dropped.write_bytes(model_artifact(INJECTED_VERSION))
+        os.utime(dropped, (0, 0))
+
+        results = await inbox.process_pending()
+
+    assert [r.outcome for r in results] == ["installed"]
+    output = stream.getvalue()
+    lines = output.splitlines()
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert not any(line.endswith(FORGED) for line in lines)
+    assert "\x1b" not in output
+    assert "\x07" not in output
+    assert "\u202e" not in output
+    assert "v2\\x0a2026-01-01" in output  # still there, escaped

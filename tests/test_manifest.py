@@ -14,6 +14,7 @@ from app.services.manifest import (
     SlotAssignment,
     assign_slots,
     build_manifest,
+    parse_metadata,
 )
 from tests.zips import write_zip
 
@@ -314,3 +315,25 @@ def test_a_real_artifact_from_zip_to_slots(tmp_path):
         "cvar_ppo": (PurePosixPath("rl/cvar_ppo_agent.onnx"), "v3"),
         "unified_brain": (PurePosixPath("unified_brain.onnx"), None),
     }
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_metadata_nested_too_deep_rejects_without_recursing(depth):
+    raw = b'{"version": "v1", "deep": ' + b"[" * depth + b"]" * depth + b"}"
+
+    with pytest.raises(ArtifactError, match=r"metadata.json is nested more than 64 deep"):
+        parse_metadata(PurePosixPath("metadata.json"), raw)
+
+
+def test_metadata_nesting_within_the_bound_and_brackets_in_strings_are_fine():
+    raw = b'{"version": "[[[[{{{{\\"[", "deep": ' + b"[" * 63 + b"]" * 63 + b"}"
+
+    assert parse_metadata(PurePosixPath("metadata.json"), raw).version == '[[[[{{{{"['
+
+
+def test_text_fields_are_kept_with_their_control_characters_escaped():
+    raw = json.dumps({"version": "v2\n\x1b[2J", "model_type": "brain\r"}).encode()
+
+    metadata = parse_metadata(PurePosixPath("metadata.json"), raw)
+
+    assert (metadata.version, metadata.model_type) == ("v2\\x0a\\x1b[2J", "brain\\x0d")

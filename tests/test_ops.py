@@ -397,3 +397,31 @@ async def test_admin_rollback_is_off_without_a_token(stack: OpsStack) -> None:
 
     assert status == 404
     assert stack.serving() == EMBEDDED_VERSION
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"slot": "nope"}', "unknown slot 'nope'"),
+        (b'{"slot": ["x"]}', "slot"),
+        (b'{"slot": 7}', "slot"),
+        (b'{"to": {"a": 1}}', "to"),
+        (b'{"to": "../../etc/passwd"}', "a backup file name"),
+        (b'{"to": "sub/dir.onnx"}', "a backup file name"),
+        (b'{"slots": "typo"}', "slots"),
+        (b"[" * 20_000 + b"]" * 20_000, "JSON"),
+        (b"\xff\xfe not utf-8", "JSON"),
+    ],
+    ids=["unknown-slot", "slot-list", "slot-int", "to-object", "to-escape", "to-folder",
+         "unknown-key", "deep", "not-utf8"],
+)  # fmt: skip
+async def test_admin_rollback_with_a_bad_body_is_400_never_500(
+    admin_stack: OpsStack, body: bytes, reason: str
+) -> None:
+    status, answer = await admin_stack.post(
+        "/admin/rollback", body=body, headers=bearer(ADMIN_TOKEN)
+    )
+
+    assert status == 400, answer
+    assert reason in answer["error"]
+    assert admin_stack.serving() == "1.1"

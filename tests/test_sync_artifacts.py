@@ -228,3 +228,54 @@ async def test_a_zip_over_a_limit_is_counted_as_too_large(
     assert report.outcome == "rejected", report
     metrics = host.monitoring.render()[0].decode().splitlines()
     assert 'model_sync_artifacts_total{outcome="rejected",reason="too_large"} 1.0' in metrics
+
+
+# -- one poison artifact is rejected, the next one still installs (issue 8) ---------------------
+
+
+async def test_a_poison_artifact_is_rejected_and_the_next_one_installs_in_the_same_cycle(
+    fake, host, tmp_path
+):
+    run = fake.add_run()
+    good = fake.add_artifact(run, "trained-model-a", model_artifact("v2"))
+    deep = b'{"version": "x", "d": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    poison = fake.add_artifact(
+        run,
+        "trained-model-b",
+        hostile_artifact(tmp_path, [("unified_brain.onnx", b"m"), ("metadata.json", deep)]),
+    )
+
+    report = await host.sync.synchronize_models(force=True)
+
+    assert report.outcome == "installed", report
+    assert host.artifact_record(poison.id)["outcome"] == "rejected"
+    assert "nested" in host.artifact_record(poison.id)["reason"]
+    assert host.artifact_record(good.id)["outcome"] == "installed"
+    assert host.serving() == {SLOT: "v2"}
+
+
+async def test_an_unexpected_error_on_one_artifact_rejects_it_and_the_cycle_goes_on(
+    fake, host, monkeypatch
+):
+    run = fake.add_run()
+    good = fake.add_artifact(run, "trained-model-a", model_artifact("v2"))
+    poison = fake.add_artifact(run, "trained-model-b", model_artifact("v9"))
+    installer = host.sync._installer
+    real = installer.install_zip
+
+    async def install_zip(path, origin):
+        if origin.artifact_id == poison.id:
+            raise RuntimeError("a bug in handling this artifact")
+        return await real(path, origin)
+
+    monkeypatch.setattr(installer, "install_zip", install_zip)
+
+    report = await host.sync.synchronize_models(force=True)
+
+    assert report.outcome == "installed", report
+    record = host.artifact_record(poison.id)
+    assert (record["outcome"], "a bug in handling this artifact" in record["reason"]) == (
+        "rejected",
+        True,
+    )
+    assert host.artifact_record(good.id)["outcome"] == "installed"

@@ -199,6 +199,7 @@ async def test_after_repeated_failures_the_circuit_opens_and_calls_fail_fast(
     assert [r.outcome for r in failed] == ["failed", "failed"]
     assert fast.outcome == "failed", fast
     assert "circuit for github.list_runs is open" in fast.reason
+    assert fast.retry_at is not None  # when the circuit lets a trial call through
     assert fake.requests[LIST_RUNS] == 6  # nothing was sent while the circuit was open
     assert fake.blob.downloads == 0
 

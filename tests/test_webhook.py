@@ -4,7 +4,11 @@ the fake GitHub behind the sync service: verified, judged, deduplicated, queued,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -325,3 +329,139 @@ async def test_a_body_over_the_limit_is_413_and_triggers_nothing(
 
     assert status == 413
     assert fake.requests[DOWNLOAD_ARTIFACT] == 1  # only the one under the limit
+
+
+# -- hostile bodies: validated, bounded in size, concurrency and time (issue 8) -----------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"action": "completed", "repository": "octo-org/trading-models", "workflow_run": {}},
+        {"action": "completed", "repository": ["x"], "workflow_run": {"id": 1}},
+        {"action": ["completed"], "workflow_run": {"id": {"a": 1}}},
+    ],
+)
+async def test_a_signed_body_of_the_wrong_shape_is_answered_not_a_500(
+    stack: OpsStack, fake: FakeGitHub, payload: dict[str, Any]
+) -> None:
+    status, _ = await deliver(stack, encoded(payload))
+
+    assert status in {200, 400}
+    assert untouched(fake)
+
+
+async def test_a_signed_body_nested_too_deep_is_400(stack: OpsStack, fake: FakeGitHub) -> None:
+    status, _ = await deliver(stack, b"[" * 100_000 + b"]" * 100_000)
+
+    assert status == 400
+    assert untouched(fake)
+
+
+async def test_an_unsigned_body_is_refused_before_it_is_read(models_dir: Path) -> None:
+    settings = ops_settings(models_dir, ops={"webhook_secret": SECRET, "body_timeout_seconds": 30})
+    async with running_ops(settings) as stack:
+        started = asyncio.get_running_loop().time()
+        # Headers only: a body is announced but never sent. Unsigned, it is not waited for.
+        answer = await raw_request(stack, content_length=10 << 20, body=b"", signature=None)
+
+        assert answer.startswith(b"HTTP/1.1 401")
+        assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_a_body_that_never_finishes_arriving_times_out(models_dir: Path) -> None:
+    settings = ops_settings(models_dir, ops={"webhook_secret": SECRET, "body_timeout_seconds": 0.5})
+    async with running_ops(settings) as stack:
+        started = asyncio.get_running_loop().time()
+        answer = await raw_request(stack, content_length=1000, body=b"{" * 10)
+
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_concurrent_large_bodies_are_read_a_few_at_a_time(models_dir: Path) -> None:
+    size = 8 << 20
+    settings = ops_settings(
+        models_dir,
+        ops={"webhook_secret": SECRET, "max_webhook_body_mb": 10, "max_concurrent_bodies": 2,
+             "body_timeout_seconds": 5},
+    )  # fmt: skip
+    payload = memoryview(b"x" * size)  # one for all clients, made before tracing starts
+    async with running_ops(settings) as stack:
+        release = threading.Event()
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            # Threads with blocking sockets: the clients' own buffers are the kernel's, so what
+            # tracemalloc sees is what the server holds.
+            clients = [
+                asyncio.create_task(
+                    asyncio.to_thread(slow_client, stack.server.port, payload, release)
+                )
+                for _ in range(20)
+            ]
+            await asyncio.sleep(2.0)  # every client has sent all but its last byte
+            peak = tracemalloc.get_traced_memory()[1] - baseline
+        finally:
+            tracemalloc.stop()
+            release.set()
+        answers = await asyncio.gather(*clients)
+
+    # Read all at once, 20 bodies grow the server by 160 MiB (57 MiB measured by 2 s, still
+    # arriving); two at a time, by 2 bodies and a copy (22 MiB measured).
+    assert peak < 4 * size, peak
+    assert all(a.startswith((b"HTTP/1.1 401", b"HTTP/1.1 503", b"")) for a in answers), answers
+    assert sum(a.startswith(b"HTTP/1.1 401") for a in answers) >= 2
+
+
+def slow_client(port: int, payload: memoryview, release: threading.Event) -> bytes:
+    """A webhook POST with a bogus signature whose last byte waits for ``release``."""
+    size = len(payload)
+    head = (
+        "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nX-GitHub-Event: workflow_run\r\n"
+        f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {size}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        try:
+            connection.sendall(head.encode())
+            connection.sendall(payload[:-1])
+            release.wait(30)
+            connection.sendall(payload[-1:])
+            return connection.makefile("rb").readline()
+        except OSError:  # refused (503) and closed while still sending
+            return b""
+
+
+async def raw_request(
+    stack: OpsStack,
+    *,
+    content_length: int,
+    body: bytes,
+    signature: str | None = "sha256=" + "0" * 64,
+    last: asyncio.Event | None = None,
+) -> bytes:
+    """POST a webhook by hand: the announced length, ``body``, then (after ``last``) one byte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    try:
+        head = [
+            "POST /webhooks/github HTTP/1.1",
+            "Host: 127.0.0.1",
+            "Content-Type: application/json",
+            "X-GitHub-Event: workflow_run",
+            f"Content-Length: {content_length}",
+        ]
+        if signature is not None:
+            head.append(f"X-Hub-Signature-256: {signature}")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        writer.write(body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            if last is not None:
+                await last.wait()
+                writer.write(b"}")
+                await writer.drain()
+        return await asyncio.wait_for(reader.readline(), timeout=30)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -26,7 +26,7 @@ def _holder(lock_path: Path) -> str:
 
 
 class DirectoryLock:
-    """The held write lock; `release()` it (ModelStore.write_lock wraps it for `with`)."""
+    """The held write lock; `release()` it (ModelInstaller.write_lock wraps it for `with`)."""
 
     def __init__(self, lock_path: Path, *, wait_seconds: float = 0) -> None:
         lock_path.parent.mkdir(parents=True, exist_ok=True)

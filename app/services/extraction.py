@@ -3,18 +3,27 @@
 A zip's headers say whatever its author wrote, so nothing in them is trusted for safety:
 
 - Every member's name and file type are checked before anything is written (no absolute
-  paths, drive letters, backslashes, ``..``, NUL bytes, symlinks, devices, duplicates).
+  paths, drive letters, backslashes, ``..``, NUL bytes, symlinks, devices, duplicates, name
+  parts longer than a filesystem allows).
+- The central directory must describe members that follow each other in the file, each one's
+  data ending before the next begins: overlapping members (the "better zip bomb", where many
+  entries share one compressed kernel) are refused before anything is inflated.
+- A ``metadata.json`` declaring more than ``max_metadata_bytes`` is refused from its header (and
+  the inflation check below holds it to what it declared).
 - Members ending in ``.onnx``, ``.json`` or ``.pkl`` (suffix compared case-insensitively, the
   name kept as written) are used; anything else is ignored with a warning and never read.
 - Used members are read in chunks and the bytes actually produced are counted against the
   limits while they inflate; a member that inflates to more or less than its declared size is
   refused, as is any CRC or decompression error.
 - On any refusal the staging folder is emptied again: nothing half-extracted is left behind.
+  A full disk is not the artifact's fault: it raises ``InsufficientDiskSpace`` (tried again
+  later), and leaves nothing behind either.
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import os
 import re
@@ -30,7 +39,7 @@ from typing import IO, TYPE_CHECKING
 
 from loguru import logger
 
-from app.errors import ArtifactError, ArtifactTooLarge
+from app.errors import ArtifactError, ArtifactTooLarge, InsufficientDiskSpace
 from app.fsutil import fsync_directory
 
 if TYPE_CHECKING:
@@ -40,6 +49,10 @@ if TYPE_CHECKING:
 
 USED_SUFFIXES = frozenset({".onnx", ".json", ".pkl"})
 MODEL_SUFFIX = ".onnx"
+METADATA_NAME = "metadata.json"
+DEFAULT_MAX_METADATA_BYTES = 1024 << 10
+# NAME_MAX of every common filesystem (ext4, xfs, btrfs, tmpfs, NTFS in UTF-16 units, APFS).
+MAX_NAME_PART_BYTES = 255
 # A member this small cannot be a bomb; tiny JSON files often compress 100-1000x.
 RATIO_GRACE_BYTES = 1 << 20
 # What actions/upload-artifact and common zip tools write; anything else is refused.
@@ -60,6 +73,15 @@ _FILE_TYPE_NAMES = {
 }
 # Errors zipfile and zlib raise on damaged archives (truncated, bad CRC, bad deflate data).
 _CORRUPTION = (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError)
+# The fixed part of a local file header (APPNOTE 4.3.7); its name follows.
+_LOCAL_HEADER_BYTES = 30
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SHOWN_NAME_CHARACTERS = 120
+
+
+def is_metadata(path: PurePosixPath) -> bool:
+    """Whether ``path`` is a folder's ``metadata.json`` (in any letter case)."""
+    return path.name.casefold() == METADATA_NAME
 
 
 @dataclass(frozen=True)
@@ -69,14 +91,16 @@ class ExtractionLimits:
     max_members: int
     max_total_bytes: int
     max_compression_ratio: float
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
 
     @classmethod
     def from_settings(cls, models: ModelsSettings) -> ExtractionLimits:
-        """The limits configured under ``models:`` (sizes in MiB)."""
+        """The limits configured under ``models:`` (sizes in MiB, the metadata's in KiB)."""
         return cls(
             max_members=models.max_members,
             max_total_bytes=int(models.max_uncompressed_mb * _MIB),
             max_compression_ratio=models.max_compression_ratio,
+            max_metadata_bytes=int(models.max_metadata_kb * 1024),
         )
 
 
@@ -107,8 +131,16 @@ class ExtractionPlan:
     ignored: tuple[str, ...]
 
 
+def _shown(name: str) -> str:
+    """A member name as messages quote it: escaped by repr, and cut short when very long."""
+    if len(name) <= _SHOWN_NAME_CHARACTERS:
+        return repr(name)
+    half = _SHOWN_NAME_CHARACTERS // 2
+    return f"{name[:half]!r}...{name[-half:]!r} ({len(name)} characters)"
+
+
 def _refuse(name: str, rule: str, kind: type[ArtifactError] = ArtifactError) -> ArtifactError:
-    return kind(f"artifact member {name!r} refused: {rule}")
+    return kind(f"artifact member {_shown(name)} refused: {rule}")
 
 
 def member_path(name: str) -> PurePosixPath:
@@ -127,6 +159,8 @@ def member_path(name: str) -> PurePosixPath:
     kept = [part for part in parts if part not in {"", "."}]
     if not kept:
         raise _refuse(name, "empty path")
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_PART_BYTES for part in kept):
+        raise _refuse(name, f"a name part longer than {MAX_NAME_PART_BYTES} bytes")
     return PurePosixPath(*kept)
 
 
@@ -164,12 +198,55 @@ class _NameRegistry:
             raise _refuse(name, f"its path collides with {str(previous[0])!r}")
 
 
-def plan_extraction(infos: Sequence[zipfile.ZipInfo], limits: ExtractionLimits) -> ExtractionPlan:
+def _stored_length(info: zipfile.ZipInfo) -> int:
+    """The fewest bytes a member takes in the file: local header, name, compressed data."""
+    return _LOCAL_HEADER_BYTES + len(info.orig_filename.encode("utf-8")) + info.compress_size
+
+
+def check_layout(infos: Sequence[zipfile.ZipInfo], directory_offset: int | None) -> None:
+    """Refuse members that are out of order or overlap, from the central directory alone.
+
+    Each member must start after the previous one (in the central directory's order) ends, and
+    the last must end before the central directory at ``directory_offset`` (None: unknown).
+    A data descriptor after a member's data is not counted, so only true overlaps are refused.
+    """
+    previous: zipfile.ZipInfo | None = None
+    for info in infos:
+        if previous is not None:
+            if info.header_offset == previous.header_offset:
+                raise _refuse(
+                    info.orig_filename, f"it shares its data with {previous.orig_filename!r}"
+                )
+            if info.header_offset < previous.header_offset:
+                raise _refuse(
+                    info.orig_filename,
+                    f"listed after {previous.orig_filename!r} but stored before it "
+                    "(the central directory is out of order)",
+                )
+            if previous.header_offset + _stored_length(previous) > info.header_offset:
+                raise _refuse(
+                    previous.orig_filename,
+                    f"its data overlaps {info.orig_filename!r} (central directory offsets)",
+                )
+        previous = info
+    last = previous
+    end = directory_offset
+    if last is not None and end is not None and last.header_offset + _stored_length(last) > end:
+        raise _refuse(last.orig_filename, "its data overlaps the central directory")
+
+
+def plan_extraction(
+    infos: Sequence[zipfile.ZipInfo],
+    limits: ExtractionLimits,
+    *,
+    directory_offset: int | None = None,
+) -> ExtractionPlan:
     """Check every member's header and choose the members to read; no I/O."""
     if len(infos) > limits.max_members:
         raise ArtifactTooLarge(
             f"artifact has {len(infos)} members, more than the limit of {limits.max_members}"
         )
+    check_layout(infos, directory_offset)
     registry = _NameRegistry()
     files: list[PlannedMember] = []
     ignored: list[str] = []
@@ -189,6 +266,13 @@ def plan_extraction(infos: Sequence[zipfile.ZipInfo], limits: ExtractionLimits) 
             raise _refuse(
                 name,
                 f"unsupported compression method {info.compress_type} (only stored and deflate)",
+            )
+        if is_metadata(path) and info.file_size > limits.max_metadata_bytes:
+            raise _refuse(
+                name,
+                f"{info.file_size} bytes, over the {limits.max_metadata_bytes}-byte limit for "
+                "metadata (models.max_metadata_kb)",
+                ArtifactTooLarge,
             )
         files.append(PlannedMember(info, path))
     return ExtractionPlan(tuple(files), tuple(ignored))
@@ -255,8 +339,8 @@ def _extract_member(
 ) -> tuple[Path, str]:
     name = member.info.orig_filename
     target = destination.joinpath(*member.path.parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         # "xb": never write through something that already exists at the path.
         with archive.open(_uncapped(member.info)) as source, target.open("xb") as sink:
             produced, sha256 = _copy_member(source, sink, member, budget)
@@ -264,12 +348,25 @@ def _extract_member(
             os.fsync(sink.fileno())
     except _CORRUPTION as error:
         raise _refuse(name, f"corrupt data ({error})") from error
+    except OSError as error:
+        raise _writing_failed(name, target, error) from error
     if produced != member.info.file_size:
         raise _refuse(
             name, f"it inflates to {produced} bytes, not its declared {member.info.file_size}"
         )
     budget.commit(produced)
     return target, sha256
+
+
+def _writing_failed(name: str, target: Path, error: OSError) -> Exception:
+    """What an OSError while writing a member means: the artifact's fault, or the host's."""
+    if error.errno in _NO_SPACE:
+        return InsufficientDiskSpace(
+            f"no space left on the device of {target.parent} while extracting {name!r}"
+        )
+    if error.errno == errno.ENAMETOOLONG:
+        return _refuse(name, "its path is too long for the filesystem")
+    return error
 
 
 def _empty(folder: Path) -> None:
@@ -300,7 +397,7 @@ def extract_artifact(
         raise ValueError(f"staging folder {destination} is not empty")
     try:
         with _open_archive(zip_path) as archive:
-            plan = plan_extraction(archive.infolist(), limits)
+            plan = plan_extraction(archive.infolist(), limits, directory_offset=archive.start_dir)
             for name in plan.ignored:
                 logger.warning(
                     f"⚠️ [CLOUD-SYNC] Ignoring artifact member {name}: not .onnx/.json/.pkl"

@@ -12,11 +12,20 @@ text:
 The token is sent per request, and only to the API's own origin: never to the blob host that
 serves artifact downloads, nor to a ``Link`` that points elsewhere. Error messages name the method
 and path of the failed request, never the token nor a signed URL's query string.
+
+What the servers say is trusted only within bounds (``UntrustedAnswer`` past them): an API body
+is read up to ``MAX_API_BODY_BYTES``; one cycle reads at most ``github.max_pages_per_cycle``
+listing pages (``begin_cycle`` starts a count); a rate-limit reset is believed up to an hour
+ahead (GitHub's window) and ignored when it is not a plausible time; a download or ``Link``
+that leads anywhere but https (or loopback http) is not followed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,7 +44,10 @@ from app.errors import (
     ArtifactTooLarge,
     AuthenticationError,
     ChecksumMismatch,
+    InsufficientDiskSpace,
     RateLimited,
+    UnsafeDownloadLocation,
+    UntrustedAnswer,
     UpstreamError,
 )
 from app.services.github_types import (
@@ -45,6 +57,7 @@ from app.services.github_types import (
     WorkflowRun,
     compact_api_item,
 )
+from app.services.network import describe_transport_error, is_fetchable
 from app.settings import GitHubSettings
 
 USER_AGENT = "trading-bot-model-sync"
@@ -53,6 +66,14 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 # GitHub's advice for a secondary limit that names no wait: at least a minute.
 SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# A page of 100 runs is about 0.5 MB; an answer 30 times that is not a listing.
+MAX_API_BODY_BYTES = 16 << 20
+# GitHub's rate-limit window is an hour: no honest reset or retry-after is further away.
+MAX_RATE_LIMIT_WAIT_SECONDS = 3600.0
+# A reset further ahead than this is not a clock that is a little off: it is ignored.
+_BELIEVABLE_RESET_SECONDS = 86400.0
+# Bytes a download may be behind its minimum pace (connection set-up, a slow first second).
+THROUGHPUT_ALLOWANCE_BYTES = 256 << 10
 
 _Parsed = TypeVar("_Parsed")
 
@@ -65,10 +86,23 @@ class RateLimitStatus:
     reset: datetime | None
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitStatus:
+    def from_headers(cls, headers: Mapping[str, str], now: float) -> RateLimitStatus:
         remaining = _integer(headers.get("x-ratelimit-remaining"))
-        reset = _integer(headers.get("x-ratelimit-reset"))
+        reset = sane_reset(headers.get("x-ratelimit-reset"), now)
         return cls(remaining, None if reset is None else datetime.fromtimestamp(reset, UTC))
+
+
+def sane_reset(value: str | None, now: float) -> float | None:
+    """The moment (Unix seconds) an ``x-ratelimit-reset`` value means, within reason.
+
+    A reset already past is now; one more than an hour ahead is clamped to an hour; anything
+    that is not a positive whole number of seconds, or is more than a day ahead (the year
+    3000), is ignored: None.
+    """
+    reset = _integer(value)
+    if reset is None or reset <= 0 or reset - now > _BELIEVABLE_RESET_SECONDS:
+        return None
+    return min(max(float(reset), now), now + MAX_RATE_LIMIT_WAIT_SECONDS)
 
 
 def upstream_error(
@@ -107,14 +141,15 @@ def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait by ``retry-after``, else by an exhausted rate limit; None if neither."""
     value = headers.get("retry-after")
     if value is not None:
-        seconds = _integer(value)
+        seconds: float | None = _integer(value)
+        if seconds is None:
+            with suppress(TypeError, ValueError, OverflowError):
+                seconds = parsedate_to_datetime(value).timestamp() - now
         if seconds is not None:
-            return float(max(seconds, 0))
-        with suppress(TypeError, ValueError):
-            return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+            return min(max(seconds, 0.0), MAX_RATE_LIMIT_WAIT_SECONDS)
     if headers.get("x-ratelimit-remaining") == "0":
-        reset = _integer(headers.get("x-ratelimit-reset"))
-        return max(reset - now, 0.0) if reset is not None else SECONDARY_LIMIT_DEFAULT_WAIT
+        reset = sane_reset(headers.get("x-ratelimit-reset"), now)
+        return reset - now if reset is not None else SECONDARY_LIMIT_DEFAULT_WAIT
     return None
 
 
@@ -162,6 +197,11 @@ class GitHubActionsClient:
         self.rate_limit_remaining: int | None = None
         self.rate_limit_reset: datetime | None = None
         self.requests_sent = 0
+        self._pages_read = 0
+
+    def begin_cycle(self) -> None:
+        """Start counting listing pages against ``github.max_pages_per_cycle`` afresh."""
+        self._pages_read = 0
 
     async def iter_runs(self) -> AsyncIterator[WorkflowRun]:
         """Successful runs of the configured workflow and branch, newest first, page by page."""
@@ -192,12 +232,16 @@ class GitHubActionsClient:
         *,
         max_bytes: int,
         on_progress: Callable[[int], None] | None = None,
+        min_kbps: float = 0.0,
     ) -> str:
         """Stream the artifact's zip to ``destination``; return its hex SHA-256.
 
         Asks the API for a fresh signed URL and follows it without the token. Refuses before
-        downloading when the artifact is expired, larger than ``max_bytes`` or larger than the free
-        space; aborts when more than ``max_bytes`` arrive; checks GitHub's ``digest`` when given.
+        downloading when the artifact is expired or larger than ``max_bytes``, and fails
+        (``InsufficientDiskSpace``, transient) when it is larger than the free space or the disk
+        fills while it arrives; aborts when more than ``max_bytes`` arrive; checks GitHub's
+        ``digest`` when given. A body arriving slower than ``min_kbps`` kilobits per second on
+        average (after ``THROUGHPUT_ALLOWANCE_BYTES``) is cut: ``UpstreamError``, transient.
         A partial file is removed on any failure.
         """
         label = f"artifact {artifact.name!r} (id {artifact.id})"
@@ -205,7 +249,8 @@ class GitHubActionsClient:
             raise ArtifactExpired(f"{label} has expired on GitHub")
         _check_room(label, artifact.size_in_bytes, destination, max_bytes)
         location = await self._signed_location(artifact)
-        digest = await self._stream_to_file(location, destination, label, max_bytes, on_progress)
+        receiving = _Receiving(destination, label, max_bytes, min_kbps, on_progress)
+        digest = await self._stream_to_file(location, receiving)
         if artifact.sha256 is not None and digest != artifact.sha256:
             _remove_partial(destination)
             raise ChecksumMismatch(
@@ -226,6 +271,14 @@ class GitHubActionsClient:
 
     async def _fetch_page(self, url: URL, *, key: str | None) -> CachedPage:
         """One page (``key`` names its list; None: the body is the single item), via the cache."""
+        budget = self._settings.max_pages_per_cycle
+        if key is not None:
+            if self._pages_read >= budget:
+                raise UntrustedAnswer(
+                    f"GitHub's listing went on for more than {budget} pages this cycle "
+                    f"(github.max_pages_per_cycle); stopped before GET {_shown(url)}"
+                )
+            self._pages_read += 1
         cached = self._cache.get(str(url)) if self._cache is not None else None
         extra = {"If-None-Match": cached.etag} if cached is not None else {}
         async with self._get(url, extra) as response:
@@ -237,8 +290,7 @@ class GitHubActionsClient:
             items = (body,) if key is None else body.get(key)
             if not isinstance(items, list | tuple):
                 raise UpstreamError(f"GitHub's answer to GET {_shown(url)} has no {key!r} list")
-            next_link = response.links.get("next")
-            next_url = str(next_link["url"]) if next_link else None
+            next_url = self._next_url(response)
             page = CachedPage(
                 etag=response.headers.get("ETag", ""),
                 items=tuple(compact_api_item(i) if isinstance(i, dict) else i for i in items),
@@ -249,10 +301,32 @@ class GitHubActionsClient:
         return page
 
     @staticmethod
+    def _next_url(response: aiohttp.ClientResponse) -> str | None:
+        """The page ``Link: rel="next"`` names, if it is a URL this client may fetch."""
+        next_link = response.links.get("next")
+        if not next_link:
+            return None
+        target = response.url.join(URL(str(next_link["url"])))
+        if not is_fetchable(target):
+            raise UntrustedAnswer(
+                f"GitHub's answer to GET {_shown(response.url)} links its next page to "
+                f"{_shown(target)!r}, which is not https"
+            )
+        return str(target)
+
+    @staticmethod
     async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+        declared = response.content_length
+        if declared is not None and declared > MAX_API_BODY_BYTES:
+            raise _body_too_large(response)
+        raw = bytearray()
+        async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK_BYTES):
+            raw += chunk
+            if len(raw) > MAX_API_BODY_BYTES:
+                raise _body_too_large(response)
         try:
-            body = await response.json(content_type=None)
-        except ValueError as error:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as error:
             raise UpstreamError(
                 f"GitHub's answer to GET {_shown(response.url)} is not JSON", status=response.status
             ) from error
@@ -281,17 +355,19 @@ class GitHubActionsClient:
                         status=response.status,
                     )
                 raise self._error(response)
-            return response.url.join(URL(location))
+            try:
+                target = response.url.join(URL(location))
+            except ValueError:
+                target = URL()
+            if not is_fetchable(target):
+                raise UnsafeDownloadLocation(
+                    f"artifact {artifact.name!r} (id {artifact.id}): its download redirects to "
+                    f"{_shown(target) or 'an unreadable URL'!r}, which is not https; not followed"
+                )
+            return target
 
-    async def _stream_to_file(
-        self,
-        location: URL,
-        destination: Path,
-        label: str,
-        max_bytes: int,
-        on_progress: Callable[[int], None] | None,
-    ) -> str:
-        """Write the body at ``location`` to ``destination``, hashing it; remove it on failure."""
+    async def _stream_to_file(self, location: URL, receiving: _Receiving) -> str:
+        """Write the body at ``location`` to its destination, hashing it; remove it on failure."""
         # A signed URL is its own credential: the token is never sent along, whatever the host.
         async with self._get(location, authorize=False) as response:
             if response.status != 200:
@@ -303,11 +379,11 @@ class GitHubActionsClient:
                     status=None,
                 )
             if response.content_length is not None:
-                _check_size(label, response.content_length, max_bytes)
+                _check_size(receiving.label, response.content_length, receiving.max_bytes)
             try:
-                return await _receive(response.content, destination, label, max_bytes, on_progress)
+                return await _receive(response.content, receiving)
             except BaseException:
-                _remove_partial(destination)
+                _remove_partial(receiving.destination)
                 raise
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -342,9 +418,9 @@ class GitHubActionsClient:
                 if url.origin() == self._api.origin():
                     self._observe_rate_limit(response.headers)
                 yield response
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise UpstreamError(
-                f"GET {_shown(url)} failed: {type(error).__name__}", status=None
+                f"GET {_shown(url)} failed: {describe_transport_error(error)}", status=None
             ) from error
 
     def _refuse_while_exhausted(self, url: URL) -> None:
@@ -360,10 +436,10 @@ class GitHubActionsClient:
             )
 
     def _observe_rate_limit(self, headers: Mapping[str, str]) -> None:
-        status = RateLimitStatus.from_headers(headers)
+        status = RateLimitStatus.from_headers(headers, self._clock())
         if status.remaining is not None:
+            # The two go together: an unbelievable reset must not outlive the answer it came in.
             self.rate_limit_remaining = status.remaining
-        if status.reset is not None:
             self.rate_limit_reset = status.reset
 
     def _error(self, response: aiohttp.ClientResponse) -> UpstreamError:
@@ -371,28 +447,76 @@ class GitHubActionsClient:
         return upstream_error(response.status, response.headers, request=request, now=self._clock())
 
 
-async def _receive(
-    body: aiohttp.StreamReader,
-    destination: Path,
-    label: str,
-    max_bytes: int,
-    on_progress: Callable[[int], None] | None,
-) -> str:
-    """Copy ``body`` into ``destination`` chunk by chunk, hashing it; its hex SHA-256."""
+@dataclass(frozen=True, slots=True)
+class _Receiving:
+    """Where a download goes and the bounds it is received within."""
+
+    destination: Path
+    label: str
+    max_bytes: int
+    min_kbps: float
+    on_progress: Callable[[int], None] | None
+
+
+async def _receive(body: aiohttp.StreamReader, receiving: _Receiving) -> str:
+    """Copy ``body`` into the destination chunk by chunk, hashing it; its hex SHA-256."""
+    destination = receiving.destination
+    try:
+        return await _write_body(body, receiving)
+    except OSError as error:
+        if error.errno in {errno.ENOSPC, errno.EDQUOT}:
+            raise InsufficientDiskSpace(
+                f"no space left on the device of {destination.parent} "
+                f"while downloading {receiving.label}"
+            ) from error
+        raise
+
+
+async def _write_body(body: aiohttp.StreamReader, receiving: _Receiving) -> str:
+    """The copy itself, under a moving deadline: the next bytes are due by the minimum pace."""
     digest = hashlib.sha256()
     received = 0
-    with destination.open("wb") as file:
-        async for chunk in body.iter_chunked(DOWNLOAD_CHUNK_BYTES):
-            received += len(chunk)
-            _check_size(label, received, max_bytes)  # a hostile host may send more than it said
-            digest.update(chunk)
-            file.write(chunk)
-            if on_progress is not None:
-                on_progress(received)
-        file.flush()
-        # No fsync: the zip is scratch, deleted after extraction, and what is extracted from
-        # it is fsynced before it is installed (measured: the fsync cost 0.1 s per 200 MB).
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pace = receiving.min_kbps * 1000 / 8  # bytes per second; 0: no minimum
+
+    def due(count: int) -> float | None:
+        return started + (count + THROUGHPUT_ALLOWANCE_BYTES) / pace if pace else None
+
+    try:
+        async with asyncio.timeout_at(due(0)) as window:
+            with receiving.destination.open("wb") as file:
+                # iter_any: whatever has arrived, so that a drip is seen as it drips.
+                async for chunk in body.iter_any():
+                    received += len(chunk)
+                    # A hostile host may send more than it said.
+                    _check_size(receiving.label, received, receiving.max_bytes)
+                    digest.update(chunk)
+                    file.write(chunk)
+                    window.reschedule(due(received))
+                    if receiving.on_progress is not None:
+                        receiving.on_progress(received)
+                file.flush()
+                # No fsync: the zip is scratch, deleted after extraction, and what is extracted
+                # from it is fsynced before it is installed (measured: 0.1 s per 200 MB).
+    except TimeoutError as error:
+        if not window.expired():
+            raise
+        seconds = loop.time() - started
+        raise UpstreamError(
+            f"the artifact host sent {receiving.label} too slowly: {received} bytes in "
+            f"{seconds:.1f}s, under the minimum of {receiving.min_kbps:g} kbit/s "
+            "(resilience.min_download_kbps)",
+            status=None,
+        ) from error
     return digest.hexdigest()
+
+
+def _body_too_large(response: aiohttp.ClientResponse) -> UntrustedAnswer:
+    return UntrustedAnswer(
+        f"GitHub's answer to GET {_shown(response.url)} is more than {MAX_API_BODY_BYTES} bytes; "
+        "not read further"
+    )
 
 
 def _check_size(label: str, size: int, max_bytes: int) -> None:
@@ -405,7 +529,7 @@ def _check_room(label: str, size: int, destination: Path, max_bytes: int) -> Non
     _check_size(label, size, max_bytes)
     free = shutil.disk_usage(destination.parent).free
     if size > free:
-        raise ArtifactTooLarge(
+        raise InsufficientDiskSpace(
             f"{label} is {size} bytes but only {free} bytes are free in {destination.parent}"
         )
 
@@ -415,4 +539,10 @@ def _remove_partial(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-__all__ = ["GitHubActionsClient", "RateLimitStatus", "upstream_error"]
+__all__ = [
+    "MAX_API_BODY_BYTES",
+    "GitHubActionsClient",
+    "RateLimitStatus",
+    "sane_reset",
+    "upstream_error",
+]

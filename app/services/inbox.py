@@ -4,12 +4,15 @@ For air-gapped hosts, and for trying the whole pipeline on a fresh clone without
 is taken once it has not changed for ``SETTLE_SECONDS`` (write it elsewhere and ``mv`` it in to
 be safe; names starting with ``.`` are ignored). Afterwards it is moved to ``processed/`` or
 ``rejected/``, a rejected one with ``<name>.reason.txt`` beside it saying why. A zip that could
-not be judged (the models directory was busy) stays in the inbox for the next look.
+not be judged (the models directory was busy, the disk full) stays in the inbox for the next
+look. Any other error while handling one zip rejects that zip, with the error as its reason,
+and the zips behind it go on: one poison zip never wedges the inbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,12 +20,15 @@ from pathlib import Path
 
 from loguru import logger
 
+from app.errors import InsufficientDiskSpace, ModelsDirectoryLocked
 from app.fsutil import write_bytes_atomically
 from app.install.records import Origin
-from app.services.installer import ArtifactInstaller
+from app.services.installer import ArtifactInstaller, InstallOutcome
 from app.services.sync import CloudModelSynchronizationService
 
 SETTLE_SECONDS = 1.0
+# The host's state, not the zip's: the zip stays in the inbox and is tried again next look.
+_TRANSIENT = (InsufficientDiskSpace, ModelsDirectoryLocked, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +64,17 @@ class LocalInbox:
         if not self.directory.is_dir():
             return []
         now = self._clock()
-        zips = [
-            path
-            for path in self.directory.iterdir()
-            if path.is_file() and path.suffix.lower() == ".zip" and not path.name.startswith(".")
-        ]
-        settled = [p for p in zips if now - p.stat().st_mtime >= SETTLE_SECONDS]
-        return sorted(settled, key=lambda p: (p.stat().st_mtime, p.name))
+        settled: list[tuple[float, str, Path]] = []
+        for path in self.directory.iterdir():
+            if path.suffix.lower() != ".zip" or path.name.startswith("."):
+                continue
+            try:
+                status = path.stat()
+            except OSError:  # gone (or unreadable) since the listing: not ours to judge now
+                continue
+            if stat.S_ISREG(status.st_mode) and now - status.st_mtime >= SETTLE_SECONDS:
+                settled.append((status.st_mtime, path.name, path))
+        return [path for _, _, path in sorted(settled)]
 
     async def process_pending(self) -> list[InboxResult]:
         """Install every settled zip, one at a time through the shared pipeline."""
@@ -76,16 +86,34 @@ class LocalInbox:
                 results.append(await self._process(path))
         return results
 
+    async def _judge(self, path: Path) -> InstallOutcome:
+        """The installer's verdict on one zip; an error is this zip's outcome, never raised."""
+        try:
+            return await self._installer.install_zip(
+                path, Origin(source="inbox", artifact_name=path.name)
+            )
+        except _TRANSIENT as error:
+            return InstallOutcome("failed", str(error) or type(error).__name__, "other")
+        except Exception as error:
+            logger.opt(exception=error).debug(f"Inbox zip {path.name} raised")
+            reason = f"could not be handled: {type(error).__name__}: {error}"
+            return InstallOutcome("rejected", reason, "other")
+
     async def _process(self, path: Path) -> InboxResult:
         logger.info(f"🌐 [CLOUD-SYNC] Installing from the inbox: {path.name}")
-        outcome = await self._installer.install_zip(
-            path, Origin(source="inbox", artifact_name=path.name)
-        )
+        outcome = await self._judge(path)
         if outcome.outcome == "failed":
             logger.warning(f"⚠️ [CLOUD-SYNC] Inbox zip {path.name} kept for later: {outcome.reason}")
             return InboxResult(path.name, outcome.outcome, outcome.reason, None)
         folder = "rejected" if outcome.outcome == "rejected" else "processed"
-        moved = await asyncio.to_thread(self._move, path, folder, outcome.reason)
+        try:
+            moved = await asyncio.to_thread(self._move, path, folder, outcome.reason)
+        except OSError as error:
+            logger.error(
+                f"❌ [CLOUD-SYNC] Inbox zip {path.name} {outcome.outcome} but not moved to "
+                f"{folder}/ ({error.strerror or error}); it will be looked at again"
+            )
+            return InboxResult(path.name, outcome.outcome, outcome.reason, None)
         if folder == "rejected":
             logger.warning(f"⚠️ [CLOUD-SYNC] Inbox zip {path.name} rejected: {outcome.reason}")
         return InboxResult(path.name, outcome.outcome, outcome.reason, moved)

@@ -11,6 +11,8 @@ are relative to the metadata's folder and may reach into its subfolders, never o
 ``model_type``, ``version``, ``timestamp`` and ``slot`` describe the ``.onnx`` files in the
 metadata's own folder. Every declared checksum is verified (hex, case-insensitive); one
 mismatch rejects the whole artifact. A file named ``metadata.json`` in any letter case counts.
+Its size is capped at extraction (``models.max_metadata_kb``) and its nesting here
+(``MAX_METADATA_DEPTH``), before the JSON parser could recurse on it.
 """
 
 from __future__ import annotations
@@ -24,15 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import ArtifactError, ChecksumMismatch
 from app.fsutil import sha256_of_file
-from app.services.extraction import MODEL_SUFFIX
+from app.logs import printable
+from app.services.extraction import MODEL_SUFFIX, is_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from app.services.extraction import ExtractedArtifact
 
-METADATA_NAME = "metadata.json"
+# The training workflow writes two levels ({"files": {...}}); far deeper is an attack on the parser.
+MAX_METADATA_DEPTH = 64
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 @dataclass(frozen=True)
@@ -91,21 +97,18 @@ class SlotAssignment:
     unassigned: tuple[ModelFile, ...]
 
 
-def is_metadata(path: PurePosixPath) -> bool:
-    return path.name.casefold() == METADATA_NAME
-
-
 def is_model(path: PurePosixPath) -> bool:
     return path.suffix.lower() == MODEL_SUFFIX
 
 
 def _optional_text(source: PurePosixPath, data: dict[str, Any], key: str) -> str | None:
+    """A text field, with control characters escaped: it will be shown in logs and terminals."""
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise ArtifactError(f"{source}: {key!r} must be a non-empty string, got {value!r}")
-    return value
+        raise ArtifactError(f"{source}: {key!r} must be a non-empty string, got {value!r:.80}")
+    return printable(value)
 
 
 def _sha256_hex(source: PurePosixPath, where: str, value: Any) -> str:
@@ -132,12 +135,28 @@ def _listed_files(source: PurePosixPath, listed: Any) -> dict[PurePosixPath, str
     }
 
 
+def nesting_depth(raw: bytes) -> int:
+    """How deep JSON text nests arrays and objects, brackets inside strings not counted."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b'""', raw)):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def parse_metadata(source: PurePosixPath, raw: bytes) -> FolderMetadata:
     """Read one ``metadata.json``; ArtifactError naming the file if it is malformed."""
+    if nesting_depth(raw) > MAX_METADATA_DEPTH:
+        raise ArtifactError(f"{source} is nested more than {MAX_METADATA_DEPTH} deep")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ArtifactError(f"{source} is not valid JSON: {error}") from error
+    except RecursionError as error:  # not reached past the depth check; kept as a backstop
+        raise ArtifactError(f"{source} is nested too deep to parse") from error
     if not isinstance(data, dict):
         raise ArtifactError(f"{source} must hold a JSON object, got {type(data).__name__}")
     checksum = data.get("sha256_checksum")

@@ -6,8 +6,9 @@ What is retried, decided from the exception's type and status, never its message
   backoff ``base * 2^(n-1)`` plus up to ``base`` of jitter, capped at ``max_delay_seconds``;
 - ``RateLimited``: exactly its ``retry_after``; when that is above ``max_delay_seconds`` it is
   raised at once, so the caller's next cycle tries again instead of a task sleeping for an hour;
-- nothing else: ``AuthenticationError``, ``ArtifactExpired``, other 4xx, ``ArtifactError``,
-  ``ModelError`` and any other exception pass straight through.
+- nothing else: ``AuthenticationError``, ``ArtifactExpired``, ``UntrustedAnswer`` (the same
+  oversized answer would come again), other 4xx, ``ArtifactError``, ``ModelError`` and any
+  other exception pass straight through.
 
 Only idempotent work may be passed in: ``func`` runs again from the start on each attempt
 (which is also how a download gets a fresh signed URL: ask the API inside ``func``).
@@ -38,7 +39,13 @@ from typing import TYPE_CHECKING, Final, Literal, TypeVar
 import stamina
 from loguru import logger
 
-from app.errors import ArtifactExpired, AuthenticationError, RateLimited, UpstreamError
+from app.errors import (
+    ArtifactExpired,
+    AuthenticationError,
+    RateLimited,
+    UntrustedAnswer,
+    UpstreamError,
+)
 from app.services.breaker import (
     CallOutcome,
     CircuitBreaker,
@@ -79,7 +86,7 @@ def backoff_seconds(retry: int, *, base: float, cap: float, jitter: float) -> fl
 
 def _is_transient(error: BaseException) -> bool:
     if not isinstance(error, UpstreamError) or isinstance(
-        error, AuthenticationError | ArtifactExpired | CircuitOpen
+        error, AuthenticationError | ArtifactExpired | CircuitOpen | UntrustedAnswer
     ):
         return False
     return error.status is None or error.status >= 500

@@ -100,6 +100,9 @@ class SyncState(_Record):
     # Oldest first: insertion order is eviction order, and JSON objects keep it.
     etags: dict[str, CachedPageModel] = Field(default_factory=dict)
     last_sync: LastSync | None = None
+    # The last cycle that completed (installed, up to date, rejected): what the minimum interval
+    # between cycles counts from. A failed cycle is in last_sync only.
+    last_completed_sync: LastSync | None = None
     # Completed runs with nothing (left) to install: their artifact lists are final, so they
     # need not be listed again. Oldest first; bounded.
     exhausted_runs: list[int] = Field(default_factory=list)
@@ -217,10 +220,23 @@ class StateStore:
         self.save()
         return record
 
-    def record_sync(self, *, outcome: str, reason: str, artifact_id: int | None = None) -> LastSync:
-        """Remember how a synchronization cycle ended, and save (with any cached pages)."""
+    def record_sync(
+        self,
+        *,
+        outcome: str,
+        reason: str,
+        artifact_id: int | None = None,
+        completed: bool = False,
+    ) -> LastSync:
+        """Remember how a synchronization cycle ended, and save (with any cached pages).
+
+        ``completed``: the cycle did its job (whatever it found); only such a cycle is
+        remembered as ``last_completed_sync``.
+        """
         last = LastSync(at=self._clock(), outcome=outcome, reason=reason, artifact_id=artifact_id)
         self.state.last_sync = last
+        if completed:
+            self.state.last_completed_sync = last
         self.save()
         return last
 

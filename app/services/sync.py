@@ -7,13 +7,16 @@ recorded in the state, so a restart does not download again what it already judg
 
 One cycle at a time, however triggered: an asyncio lock in the process and ``sync.lock`` across
 processes (``python -m app sync`` beside a running host). At most one cycle per
-``min_interval_minutes`` unless forced.
+``min_interval_minutes`` unless forced, counted from the last *completed* cycle (installed, up to
+date, rejected): a failed one (a bad token, a network fault) holds nothing back. Every cycle ends
+with one line saying what it did and when the next may run (``SyncReport.retry_at``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 import uuid
@@ -29,11 +32,14 @@ from app.errors import (
     ArtifactError,
     ArtifactExpired,
     ChecksumMismatch,
+    InsufficientDiskSpace,
     ModelsDirectoryLocked,
+    RateLimited,
     UpstreamError,
 )
 from app.install.lock import DirectoryLock
 from app.install.records import Origin, Source
+from app.services.breaker import CircuitOpen
 from app.services.github import GitHubActionsClient
 from app.services.github_types import Artifact, WorkflowRun
 from app.services.installer import ArtifactInstaller, InstallOutcome, reason_code
@@ -52,6 +58,8 @@ SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skippe
 MIB = 1 << 20
 MAX_RUN_PAGES_ITEMS = 1000  # runs looked at per cycle, at most: older ones cannot be newer
 MAX_DOWNLOADS_PER_CYCLE = 3
+# Cycles that did their job, whatever they found; only these count against min_interval_minutes.
+COMPLETED_OUTCOMES: frozenset[str] = frozenset({"installed", "up_to_date", "rejected"})
 
 
 class Resilience(Protocol):
@@ -88,6 +96,8 @@ class SyncReport:
     reason: str
     artifact: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # The earliest moment an unforced cycle will run again (None: whenever it is asked).
+    retry_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +105,7 @@ class SyncReport:
             "reason": self.reason,
             "artifact": self.artifact,
             "versions": self.versions,
+            "retry_at": None if self.retry_at is None else self.retry_at.isoformat(),
         }
 
 
@@ -197,33 +208,51 @@ class CloudModelSynchronizationService:
             if not claimed:
                 report = SyncReport("skipped", "another process is synchronizing")
                 return self._finish(report, record=False)
-            if not force and (wait := self._too_soon()) is not None:
-                logger.info("🌐 [CLOUD-SYNC] Rate limiting - skipping sync")
-                return self._finish(SyncReport("skipped", wait), record=False)
+            if not force and (skipped := self._too_soon()) is not None:
+                logger.info(f"🌐 [CLOUD-SYNC] Rate limiting - skipping sync ({skipped.reason})")
+                return self._finish(skipped, record=False)
             logger.info("🌐 [CLOUD-SYNC] Starting model synchronization...")
+            github.begin_cycle()
             try:
                 report = await body(github)
             except UpstreamError as error:
-                logger.error(f"❌ [CLOUD-SYNC] Synchronization failed: {error}")
-                report = SyncReport("failed", str(error))
+                retry_at = None
+                if isinstance(error, RateLimited | CircuitOpen):
+                    wait = error.retry_after if isinstance(error, RateLimited) else error.retry_in
+                    retry_at = self._clock() + timedelta(seconds=wait)
+                report = SyncReport("failed", str(error), retry_at=retry_at)
             return self._finish(report, record=True)
 
-    def _too_soon(self) -> str | None:
-        last = self._state.state.last_sync
+    def _too_soon(self) -> SyncReport | None:
+        """The skip, if the last completed cycle is within ``min_interval_minutes``."""
+        last = self._state.state.last_completed_sync
         floor = timedelta(minutes=self._settings.cloud_sync.min_interval_minutes)
         if last is None or floor <= timedelta(0):
             return None
         elapsed = self._clock() - last.at
         if elapsed >= floor:
             return None
-        return f"rate limiting: last sync {int(elapsed.total_seconds())}s ago (minimum {floor})"
+        allowed = last.at + floor
+        reason = (
+            f"rate limiting: last completed sync {int(elapsed.total_seconds())}s ago "
+            f"(minimum {floor}); next unforced sync from {allowed:%H:%M:%S} UTC"
+        )
+        return SyncReport("skipped", reason, retry_at=allowed)
 
     def _finish(self, report: SyncReport, *, record: bool) -> SyncReport:
         if record:
             artifact_id = report.artifact["id"] if report.artifact else None
-            self._state.record_sync(
-                outcome=report.outcome, reason=report.reason, artifact_id=artifact_id
+            completed = report.outcome in COMPLETED_OUTCOMES
+            last = self._state.record_sync(
+                outcome=report.outcome,
+                reason=report.reason,
+                artifact_id=artifact_id,
+                completed=completed,
             )
+            floor = timedelta(minutes=self._settings.cloud_sync.min_interval_minutes)
+            if completed and report.retry_at is None and floor > timedelta(0):
+                report = dataclasses.replace(report, retry_at=last.at + floor)
+            _log_summary(report)
         if self._monitoring is not None:
             self._monitoring.record_sync(report.outcome)
             if self._github is not None and self._github.rate_limit_remaining is not None:
@@ -324,31 +353,59 @@ class CloudModelSynchronizationService:
             if failure is not None:
                 return self._record(candidate, failure, described)
             assert zip_path is not None
-            outcome = await self._installer.install_zip(zip_path, origin)
+            outcome = await self._install(zip_path, origin)
         return self._record(candidate, outcome, described)
+
+    async def _install(self, zip_path: Path, origin: Origin) -> InstallOutcome:
+        """The installer's verdict on one zip; an error is this artifact's outcome, not raised.
+
+        The host's state (a full disk, a busy models directory) fails it for this cycle only;
+        anything else rejects this artifact, so that the cycle goes on to the next one.
+        """
+        try:
+            return await self._installer.install_zip(zip_path, origin)
+        except (InsufficientDiskSpace, ModelsDirectoryLocked) as error:
+            return InstallOutcome("failed", str(error), "install_failed")
+        except Exception as error:
+            logger.opt(exception=error).debug(f"Installing {origin.artifact_name} raised")
+            reason = f"could not be handled: {type(error).__name__}: {error}"
+            return InstallOutcome("rejected", reason, "other")
 
     @contextlib.asynccontextmanager
     async def _downloaded(
         self, artifact: Artifact, github: GitHubActionsClient
     ) -> AsyncIterator[tuple[Path | None, InstallOutcome | None]]:
         """The artifact's zip on disk (removed afterwards), or why it could not be had."""
-        self._downloads.mkdir(parents=True, exist_ok=True)
         path = self._downloads / f"{artifact.id}-{uuid.uuid4().hex}.zip"
         progress = self.progress(artifact) if self.progress is not None else None
         max_bytes = int(self._settings.models.max_artifact_mb * MIB)
+        resilience = self._settings.resilience
+        deadline = resilience.download_deadline_seconds
         started = time.perf_counter()
         try:
             try:
-                await self._call(
-                    "github.download_artifact",
-                    lambda: github.download_artifact(
-                        artifact,
-                        path,
-                        max_bytes=max_bytes,
-                        on_progress=progress.update_to if progress else None,
-                    ),
-                    streaming=True,
+                await asyncio.to_thread(self._downloads.mkdir, parents=True, exist_ok=True)
+                # The deadline covers every attempt: a host that drips bytes, or keeps failing
+                # slowly, cannot hold the cycle for longer.
+                async with asyncio.timeout(deadline):
+                    await self._call(
+                        "github.download_artifact",
+                        lambda: github.download_artifact(
+                            artifact,
+                            path,
+                            max_bytes=max_bytes,
+                            on_progress=progress.update_to if progress else None,
+                            min_kbps=resilience.min_download_kbps,
+                        ),
+                        streaming=True,
+                    )
+            except TimeoutError:
+                reason = (
+                    f"the download of {artifact.name!r} did not finish within {deadline:g}s "
+                    "(resilience.download_deadline_seconds)"
                 )
+                yield None, InstallOutcome("failed", reason, "download_failed")
+                return
             except ArtifactExpired as error:
                 yield None, InstallOutcome("expired", str(error), "expired")
                 return
@@ -358,8 +415,12 @@ class CloudModelSynchronizationService:
             except ArtifactError as error:
                 yield None, InstallOutcome("rejected", str(error), reason_code(error))
                 return
-            except UpstreamError as error:
+            except (UpstreamError, InsufficientDiskSpace) as error:
                 yield None, InstallOutcome("failed", str(error), "download_failed")
+                return
+            except OSError as error:  # the downloads folder cannot be made or written
+                reason = f"cannot write {self._downloads}: {error.strerror or error}"
+                yield None, InstallOutcome("failed", reason, "download_failed")
                 return
             finally:
                 if progress is not None:
@@ -388,7 +449,7 @@ class CloudModelSynchronizationService:
                 outcome.outcome, "skipped"
             )
             self._monitoring.record_artifact(shown, outcome.reason_code)
-        if outcome.outcome in {"rejected", "expired"}:
+        if outcome.outcome in {"rejected", "expired"}:  # a failure is the cycle's one summary line
             label = f"{artifact.name} ({artifact.id})"
             logger.warning(f"⚠️ [CLOUD-SYNC] Artifact {label} {outcome.outcome}: {outcome.reason}")
         report_outcome: SyncOutcome = {
@@ -421,9 +482,29 @@ class CloudModelSynchronizationService:
         if not self._settings.cloud_sync.sync_on_startup and await sleep(interval):
             return
         while True:
+            wait = interval
             try:
-                await self.synchronize_models()
+                report = await self.synchronize_models()
             except Exception as error:  # the loop must outlive any one cycle's bug
                 logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Sync cycle crashed: {error}")
-            if await sleep(interval):
+            else:
+                if report.retry_at is not None:  # a rate limit past the interval: wait it out
+                    wait = max(wait, (report.retry_at - self._clock()).total_seconds())
+            at = self._clock() + timedelta(seconds=wait)
+            logger.info(f"🌐 [CLOUD-SYNC] Next sync at {at:%H:%M:%S} UTC (in {wait / 60:.0f} min)")
+            if await sleep(wait):
                 return
+
+
+def _log_summary(report: SyncReport) -> None:
+    """The one line that says how a cycle ended and when the next may run."""
+    when = None if report.retry_at is None else f"{report.retry_at:%H:%M:%S} UTC"
+    if report.outcome == "failed":
+        then = f"not before {when}" if when else "the next cycle tries again"
+        logger.error(
+            f"❌ [CLOUD-SYNC] Synchronization failed: {report.reason}; {then} "
+            "(a failed sync does not count against min_interval_minutes)"
+        )
+        return
+    then = f"; next unforced sync from {when}" if when else ""
+    logger.info(f"🌐 [CLOUD-SYNC] Synchronization {report.outcome}: {report.reason}{then}")

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,17 @@ from app.settings import Settings
 
 SIGNATURE_PREFIX = "sha256="
 REMEMBERED_DELIVERIES = 1000
+_SIGNATURE_SHAPE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 
 def signature_of(secret: bytes, body: bytes) -> str:
     """The ``X-Hub-Signature-256`` value GitHub sends for `body`."""
     return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def looks_signed(header: str | None) -> bool:
+    """Whether ``X-Hub-Signature-256`` has a signature's shape: checked before reading a body."""
+    return header is not None and _SIGNATURE_SHAPE.fullmatch(header) is not None
 
 
 def signature_is_valid(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -54,14 +61,15 @@ def judge_delivery(event: str, payload: Any, policy: SelectionPolicy) -> Verdict
     if not isinstance(payload, dict) or not isinstance(payload.get("workflow_run"), dict):
         return Verdict(None, "payload has no workflow_run object")
     if payload.get("action") != "completed":
-        return Verdict(None, f"action {payload.get('action')!r} is not completed")
-    repository = (payload.get("repository") or {}).get("full_name")
-    if not isinstance(repository, str) or repository.lower() != policy.repository.lower():
-        return Verdict(None, f"repository {repository!r} is not {policy.repository}")
+        return Verdict(None, "action is not completed")
+    repository = payload.get("repository")
+    name = repository.get("full_name") if isinstance(repository, dict) else None
+    if not isinstance(name, str) or name.lower() != policy.repository.lower():
+        return Verdict(None, f"repository is not {policy.repository}")
     try:
         run = WorkflowRun.from_api(payload["workflow_run"])
-    except (KeyError, TypeError, ValueError) as error:
-        return Verdict(None, f"workflow_run is malformed: {error}")
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return Verdict(None, f"workflow_run is malformed ({type(error).__name__})")
     reason = why_run_ineligible(run, policy)
     if reason is not None:
         return Verdict(None, f"run {run.id}: {reason}")
@@ -100,8 +108,8 @@ class WebhookDispatcher:
                 self._deliveries.popitem(last=False)
         try:
             payload = json.loads(body)
-        except ValueError:
-            return 400, {"queued": False, "reason": "body is not JSON"}
+        except (ValueError, RecursionError):
+            return 400, {"queued": False, "reason": "body is not JSON (or nested too deep)"}
         verdict = judge_delivery(event, payload, self._policy)
         if verdict.run is None:
             logger.info(f"🌐 [CLOUD-SYNC] Webhook delivery {delivery} ignored: {verdict.reason}")

@@ -7,6 +7,7 @@ an expired or forged signature, and can drop the connection in the middle of a b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -35,6 +36,8 @@ class FakeBlobHost:
     def __init__(self, *, url_ttl: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         self.url_ttl = url_ttl
         self.declare_length = True  # False: chunked bodies, so the size shows only as it arrives
+        # (bytes, seconds): every body is sent that many bytes at a time, that long apart.
+        self.drip: tuple[int, float] | None = None
         self.base_url = ""  # set once the server is listening
         self.requests: list[BlobRequest] = []
         self._clock = clock
@@ -108,8 +111,11 @@ class FakeBlobHost:
         await response.prepare(request)
         limit = self._drops.popleft() if self._drops else None
         body = content if limit is None else content[:limit]
-        for start in range(0, len(body), CHUNK_BYTES):
-            await response.write(body[start : start + CHUNK_BYTES])
+        step, pause = self.drip or (CHUNK_BYTES, 0.0)
+        for start in range(0, len(body), step):
+            await response.write(body[start : start + step])
+            if pause:
+                await asyncio.sleep(pause)
         if limit is not None and request.transport is not None:
             request.transport.abort()  # the client sees fewer bytes than Content-Length
         return response

@@ -115,6 +115,7 @@ class FakeArtifact:
     digest: str | None
     expired: bool
     created_at: datetime
+    declared_size: int | None = None  # what `size_in_bytes` says; None: the content's length
 
 
 @dataclass(slots=True)
@@ -177,6 +178,12 @@ class FakeGitHub:
         self._ids = itertools.count(1001)
         self._faults: dict[str, deque[_Fault]] = {}
         self._token_revoked = False
+        # Hostile behaviours (issue 8): what a compromised or broken server might answer.
+        self.reset_header: str | None = None  # sent as x-ratelimit-reset instead of the real one
+        self.download_location: str | None = None  # where downloads redirect instead
+        self.empty_pages_forever = False  # run listings: empty pages that always link a next
+        self.next_link: str | None = None  # run listings: this Link rel="next", whatever it is
+        self.endless_listing = False  # run listings: a JSON body that never ends
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -353,10 +360,11 @@ class FakeGitHub:
         return None
 
     def _rate_limit_headers(self) -> dict[str, str]:
+        reset = self.reset_header if self.reset_header is not None else str(self.rate_limit_reset)
         return {
             "x-ratelimit-limit": str(RATE_LIMIT),
             "x-ratelimit-remaining": str(self.rate_limit_remaining),
-            "x-ratelimit-reset": str(self.rate_limit_reset),
+            "x-ratelimit-reset": reset,
             "x-ratelimit-used": str(RATE_LIMIT - self.rate_limit_remaining),
             "x-ratelimit-resource": "core",
         }
@@ -365,9 +373,22 @@ class FakeGitHub:
         owner, repo = request.match_info["owner"], request.match_info["repo"]
         return f"{owner}/{repo}".lower() == self.full_name.lower()
 
-    async def _list_runs(self, request: web.Request) -> web.Response:
+    async def _list_runs(self, request: web.Request) -> web.StreamResponse:
         if not self._ours(request):
             return _error(404, "Not Found")
+        if self.empty_pages_forever:
+            page = _int(request.query.get("page"), 1)
+            link = f'<{request.url.update_query(page=str(page + 1))}>; rel="next"'
+            return web.json_response(
+                {"total_count": 0, "workflow_runs": []}, headers={"Link": link}
+            )
+        if self.endless_listing:
+            return await _endless_listing(request)
+        if self.next_link is not None:
+            link = f'<{self.next_link}>; rel="next"'
+            return web.json_response(
+                {"total_count": 0, "workflow_runs": []}, headers={"Link": link}
+            )
         runs = list(self.runs.values())
         if "workflow_id" in request.match_info:
             workflow = self._workflow(request.match_info["workflow_id"])
@@ -420,8 +441,23 @@ class FakeGitHub:
             return _error(404, "Not Found")
         if artifact.expired:
             return _error(410, "Artifact has expired")
-        location = self.blob.signed_url(artifact.id, artifact.content)
+        location = self.download_location or self.blob.signed_url(artifact.id, artifact.content)
         return web.Response(status=302, headers={"Location": location})
+
+
+async def _endless_listing(request: web.Request) -> web.StreamResponse:
+    """A 200 whose JSON listing goes on until the client hangs up."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(b'{"total_count": 1, "workflow_runs": [')
+    item = b'{"id": 1, "name": "' + b"x" * 60_000 + b'"}, '
+    try:
+        while True:
+            await response.write(item)
+    except (ConnectionError, RuntimeError):  # the client went away
+        pass
+    return response
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:

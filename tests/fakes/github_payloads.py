@@ -176,7 +176,9 @@ def artifact_json(base: URL, run: FakeRun, artifact: FakeArtifact) -> dict[str, 
         "id": artifact.id,
         "node_id": f"MDg6QXJ0aWZhY3Q{artifact.id}",
         "name": artifact.name,
-        "size_in_bytes": len(artifact.content),
+        "size_in_bytes": (
+            len(artifact.content) if artifact.declared_size is None else artifact.declared_size
+        ),
         "url": url,
         "archive_download_url": f"{url}/zip",
         "expired": artifact.expired,
