@@ -16,6 +16,7 @@ from typing import Any
 from loguru import logger
 
 from app import commands
+from app.brain.runtime import MIB, set_memory_budget
 from app.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from app.containers import Application
 from app.errors import AppError, ConfigurationError
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets=_secrets(settings),
     )
     command = "smoke" if args.smoke else (args.command or "run")
+    # This process's sessions together may allocate at most memory.limit_mb while they run.
+    set_memory_budget(int(settings.memory.limit_mb * MIB))
     try:
         return asyncio.run(_dispatch(command, args, settings))
     except KeyboardInterrupt:

@@ -79,6 +79,7 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
             models,
             tick_seconds=settings.brain.tick_seconds,
             watch_seconds=settings.models.watch_seconds,
+            health=container.decisions(),
         )
         sync: CloudModelSynchronizationService = await resolve(container.core.sync)
         host.add_job("cloud-sync", lambda: sync.run_forever(host.sleep))

@@ -20,6 +20,7 @@ import aiohttp
 from dependency_injector import containers, providers
 
 from app.brain.brain import TradingBrain
+from app.brain.health import DecisionHealth
 from app.install.installer import ModelInstaller
 from app.ops import OpsServer
 from app.services.alerts import EmailAlerts
@@ -160,6 +161,7 @@ class Application(containers.DeclarativeContainer):
     alerts = providers.Singleton(EmailAlerts, config.provided.alerts)
     memory = providers.Singleton(MLMemoryManager, config.provided.memory)
     brain = providers.Singleton(trading_brain, config, memory)
+    decisions = providers.Singleton(DecisionHealth, config.provided.brain.tick_seconds)
     core = providers.Container(
         Core,
         config=config,
@@ -179,4 +181,5 @@ class Application(containers.DeclarativeContainer):
         core.webhooks,
         monitoring=monitoring,
         resilience=resilience,
+        decisions=decisions,
     )

@@ -17,6 +17,7 @@ from typing import Any
 from loguru import logger
 
 from app.brain.brain import TradingBrain
+from app.brain.health import DecisionHealth
 from app.feed import synthetic_features
 from app.install.installer import ModelInstaller
 
@@ -27,10 +28,16 @@ class BotHost:
     """Background jobs around a started brain, run until `stop()`."""
 
     def __init__(
-        self, models: ModelInstaller, *, tick_seconds: float, watch_seconds: float
+        self,
+        models: ModelInstaller,
+        *,
+        tick_seconds: float,
+        watch_seconds: float,
+        health: DecisionHealth | None = None,
     ) -> None:
         self._models = models
         self._brain: TradingBrain = models.brain
+        self.health = health or DecisionHealth(tick_seconds)
         self._tick_seconds = tick_seconds
         self._watch_seconds = watch_seconds
         self._stop = asyncio.Event()
@@ -49,6 +56,7 @@ class BotHost:
 
     def stop(self) -> None:
         self._stop.set()
+        self._brain.stop_validations()  # a validation in flight ends now, not at its deadline
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep unless stopped first; True when the host is stopping."""
@@ -76,14 +84,28 @@ class BotHost:
 
     async def _decide_on_ticks(self) -> None:
         feed = synthetic_features(len(self._brain.settings.features))
-        while not self._stop.is_set():
-            decision = self._brain.decide(next(feed))
-            versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
-            logger.info(
-                f"📈 [BRAIN] {decision.action} (confidence {decision.confidence:.2f}) by {versions}"
-            )
-            if await self.sleep(self._tick_seconds):
-                return
+        self.health.started()
+        try:
+            while not self._stop.is_set():
+                await self._decide_once(next(feed))
+                if await self.sleep(self._tick_seconds):
+                    return
+        finally:
+            self.health.stopped()
+
+    async def _decide_once(self, features: Any) -> None:
+        """One decision; a failure is counted and logged, and the job goes on."""
+        try:
+            decision = await self._brain.decide_async(features)
+        except Exception as error:
+            if self.health.failed(error):
+                logger.opt(exception=error).error(f"❌ [BRAIN] A decision failed: {error}")
+            return
+        self.health.decided()
+        versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
+        logger.info(
+            f"📈 [BRAIN] {decision.action} (confidence {decision.confidence:.2f}) by {versions}"
+        )
 
     async def _watch_models(self) -> None:
         while not await self.sleep(self._watch_seconds):

@@ -35,6 +35,7 @@ from aiohttp import web
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from app.brain.health import DecisionHealth
 from app.install.installer import ModelInstaller
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
@@ -92,8 +93,10 @@ class OpsServer:
         *,
         monitoring: ProductionMonitoringService | None = None,
         resilience: ProductionResilienceService | None = None,
+        decisions: DecisionHealth | None = None,
     ) -> None:
         self._settings = settings
+        self._decisions = decisions
         self._models = models
         self._brain = models.brain
         self._state = state
@@ -146,7 +149,10 @@ class OpsServer:
             return "the brain has not loaded its models"
         for slot, why in self._models.disk_differences().items():
             return f"slot {slot}: {why}"
-        return None
+        for slot, why in self._brain.unhealthy.items():
+            return f"slot {slot}: invalid output, holding ({why})"
+        problem = self._decisions.problem() if self._decisions is not None else None
+        return None if problem is None else f"decisions: {problem}"
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         reason = await asyncio.to_thread(self._not_ready_reason)

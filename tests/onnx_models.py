@@ -64,11 +64,8 @@ def decision_model(
         logits = _add_expansion(nodes, initializers, source, logits, expand_rows, n_features)
     if nan_above is not None:
         logits = _add_nan_above(nodes, initializers, source, logits, nan_above)
-    if wide_above is not None:
+    if wide_above is not None:  # still declares [batch, 3]: the lie is in what it returns
         logits = _add_wide_above(nodes, initializers, source, logits, wide_above)
-        n_actions_declared: int | str = "actions"
-    else:
-        n_actions_declared = n_actions
     if nan_output:
         initializers.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
         nodes.append(helper.make_node("Mul", [logits, "nan"], ["logits_nan"]))
@@ -82,11 +79,7 @@ def decision_model(
         nodes,
         "decision",
         [helper.make_tensor_value_info(input_name, in_type, ["batch", n_features])],
-        [
-            helper.make_tensor_value_info(
-                output_name, TensorProto.FLOAT, ["batch", n_actions_declared]
-            )
-        ],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_actions])],
         initializers,
     )
     model = helper.make_model(
