@@ -22,6 +22,7 @@ from app.services.installer import ArtifactInstaller
 from app.services.progress import download_progress
 from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
+from app.services.webhook import WebhookDispatcher
 from app.settings import Settings
 from app.status import status_report
 
@@ -88,6 +89,8 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
             host.add_job("inbox", lambda: inbox.run_forever(host.sleep))
         ops: OpsServer | None = None
         if settings.ops.enabled:
+            webhooks: WebhookDispatcher = await resolve(container.core.webhooks)
+            host.add_job("webhooks", lambda: webhooks.run_forever(host.stopping))
             ops = await resolve(container.ops)
             await ops.start()
         settle_heap()  # everything is loaded: keep start-up objects out of GC passes

@@ -134,7 +134,7 @@ class OpsServer:
         logger.info(f"🌐 [OPS] Serving on http://{self._settings.ops.host}:{self.port}")
 
     async def stop(self) -> None:
-        await self._webhooks.drain()
+        await self._webhooks.drain()  # a no-op under a host, whose webhook job stops with it
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

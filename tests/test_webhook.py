@@ -465,3 +465,28 @@ async def raw_request(
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+async def test_under_a_host_the_queue_stops_with_it_and_what_is_left_can_be_redelivered(
+    stack: OpsStack, fake: FakeGitHub
+) -> None:
+    older = new_model_run(fake, "2.0.0")
+    newer = new_model_run(fake, "3.0.0")
+    stopping = asyncio.Event()
+    job = asyncio.create_task(stack.webhooks.run_forever(stopping))
+
+    async with stack.sync.claim():  # a sync holds the pipeline: the job's first sync waits
+        assert (await deliver(stack, encoded(workflow_run_payload(fake, older)), delivery="a"))[
+            0
+        ] == 202
+        assert (await deliver(stack, encoded(workflow_run_payload(fake, newer)), delivery="b"))[
+            0
+        ] == 202
+        await asyncio.sleep(0.1)
+        stopping.set()  # the host stops while one sync waits and one is queued
+    await asyncio.wait_for(job, timeout=10)
+
+    assert stack.webhooks.completed == 1  # the one under way finished; the other was dropped
+    assert stack.serving() == "2.0.0"
+    again = await deliver(stack, encoded(workflow_run_payload(fake, newer)), delivery="b")
+    assert again[0] == 202  # forgotten, so GitHub's redelivery is taken

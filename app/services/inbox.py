@@ -22,6 +22,7 @@ from loguru import logger
 
 from app.errors import InsufficientDiskSpace, ModelsDirectoryLocked
 from app.fsutil import write_bytes_atomically
+from app.install.layout import ModelsLayout
 from app.install.records import Origin
 from app.services.installer import ArtifactInstaller, InstallOutcome
 from app.services.sync import CloudModelSynchronizationService
@@ -53,7 +54,7 @@ class LocalInbox:
         poll_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.directory = models_dir / "inbox"
+        self.directory = ModelsLayout(models_dir).inbox_dir
         self._installer = installer
         self._pipeline = pipeline
         self._poll_seconds = poll_seconds

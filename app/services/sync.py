@@ -37,6 +37,7 @@ from app.errors import (
     RateLimited,
     UpstreamError,
 )
+from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
 from app.install.records import Origin, Source
 from app.services.breaker import CircuitOpen
@@ -147,8 +148,8 @@ class CloudModelSynchronizationService:
         self._clock = clock
         self._policy = SelectionPolicy.from_settings(settings.github)
         self._cycle = asyncio.Lock()
-        self._sync_dir = settings.models_dir / ".sync"
-        self._downloads = self._sync_dir / "downloads"
+        self._layout = ModelsLayout(settings.models_dir)
+        self._downloads = self._layout.downloads_dir
         self.progress: ProgressFactory | None = None
         if github is None and settings.cloud_sync.enabled:
             logger.warning(
@@ -185,7 +186,7 @@ class CloudModelSynchronizationService:
         """
         async with self._cycle:
             try:
-                lock = await asyncio.to_thread(DirectoryLock, self._sync_dir / "sync.lock")
+                lock = await asyncio.to_thread(DirectoryLock, self._layout.sync_lock)
             except ModelsDirectoryLocked:
                 yield False
                 return

@@ -87,6 +87,7 @@ class WebhookDispatcher:
         self._queued: set[tuple[int, int]] = set()
         self._queue: asyncio.Queue[tuple[str, WorkflowRun]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._hosted = False  # a host job runs the queue (run_forever): no worker of our own
         self.completed = 0
 
     @property
@@ -124,27 +125,58 @@ class WebhookDispatcher:
         return 202, {"queued": True, "run_id": verdict.run.id}
 
     def _ensure_worker(self) -> None:
+        if self._hosted:
+            return
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="webhook-worker")
 
     async def _work(self) -> None:
         while not self._queue.empty():
-            delivery, run = self._queue.get_nowait()
-            outcome = "failed"
-            try:
-                report = await self._sync.synchronize_run(run)
-                outcome = report.outcome
-                logger.info(f"🌐 [CLOUD-SYNC] Webhook sync of run {run.id}: {outcome}")
-            except Exception as error:  # one bad delivery must not stop the worker
-                logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Webhook sync failed: {error}")
-            finally:
-                if outcome in {"failed", "skipped"}:
-                    # Not done: a redelivery (same X-GitHub-Delivery) may try again.
-                    self._deliveries.pop(delivery, None)
+            await self._handle(*self._queue.get_nowait())
+
+    async def _handle(self, delivery: str, run: WorkflowRun) -> None:
+        outcome = "failed"
+        try:
+            report = await self._sync.synchronize_run(run)
+            outcome = report.outcome
+            logger.info(f"🌐 [CLOUD-SYNC] Webhook sync of run {run.id}: {outcome}")
+        except Exception as error:  # one bad delivery must not stop the worker
+            logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Webhook sync failed: {error}")
+        finally:
+            if outcome in {"failed", "skipped"}:
+                self._forget(delivery)
+            self._queued.discard((run.id, run.run_attempt))
+            self.completed += 1
+
+    def _forget(self, delivery: str) -> None:
+        """Not done: a redelivery (same X-GitHub-Delivery) may try again."""
+        self._deliveries.pop(delivery, None)
+
+    async def run_forever(self, stopping: asyncio.Event) -> None:
+        """The host's webhook job: queued syncs one at a time, until the host stops.
+
+        A sync under way when the host stops finishes within the host's grace; what is still
+        queued is dropped and forgotten, so GitHub's redelivery of it is accepted later.
+        """
+        self._hosted = True
+        stopped = asyncio.create_task(stopping.wait())
+        try:
+            while not stopping.is_set():
+                taken = asyncio.create_task(self._queue.get())
+                await asyncio.wait({taken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not taken.done():
+                    taken.cancel()
+                    break
+                await self._handle(*taken.result())
+        finally:
+            stopped.cancel()
+            while not self._queue.empty():
+                delivery, run = self._queue.get_nowait()
+                self._forget(delivery)
                 self._queued.discard((run.id, run.run_attempt))
-                self.completed += 1
+                logger.info(f"🌐 [CLOUD-SYNC] Webhook sync of run {run.id} dropped: stopping")
 
     async def drain(self) -> None:
-        """Wait for queued work to finish (shutdown, tests)."""
+        """Wait for queued work to finish (tests, or a dispatcher no host job runs)."""
         if self._worker is not None:
             await asyncio.shield(self._worker)
