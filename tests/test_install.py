@@ -23,7 +23,9 @@ from app.services.state import StateStore
 from app.settings import Settings
 from tests.artifacts import model_bytes, model_members, zip_bytes
 from tests.conftest import EMBEDDED_MODEL, make_settings, start_models
+from tests.metrics import labels_of
 from tests.onnx_models import decision_model, save
+from tests.ops_stack import ops_settings, running_ops
 from tests.test_cli import app_environment, write_settings
 
 SLOT = "unified_brain"
@@ -326,3 +328,23 @@ def test_a_bad_active_file_locks_no_command_out(tmp_path: Path) -> None:
     assert report["version"] == EMBEDDED
     assert report["problem"] is None
     assert report["sha256"] == sha(models_dir / "unified_brain.onnx")
+
+
+async def test_the_version_is_the_same_in_status_and_metrics_of_another_process(
+    tmp_path: Path,
+) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    shutil.copyfile(EMBEDDED_MODEL, models_dir / "unified_brain.onnx")
+    settings_file = write_settings(tmp_path)
+    zip_path = tmp_path / "v3.zip"
+    zip_path.write_bytes(zip_bytes(model_members("v3-inbox", model=model_bytes("v3", seed=3))))
+    installing = await start_models(make_settings(models_dir))
+    assert (await install_zip(installing, zip_path)).outcome == "installed"
+
+    status = json.loads(run_cli(settings_file, "status", "--json").stdout)
+    async with running_ops(ops_settings(models_dir)) as stack:  # another host: its own container and brain
+        [info] = labels_of(await stack.metrics(), "trading_brain_active_model_info")
+
+    assert status["models"][SLOT]["version"] == "v3-inbox"
+    assert info["version"] == "v3-inbox"
