@@ -34,7 +34,7 @@ from app.settings import BrainSettings
 _HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-io")
 # Decisions by a model too slow to run on the event loop, one at a time, in order.
 _DECIDING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decide")
-_DECISION_SHAPE = (1, 3)
+_isfinite = math.isfinite
 
 _FLOAT32 = np.dtype(np.float32)
 
@@ -210,14 +210,18 @@ class TradingBrain:
                 raise ValueError(f"expected {self._row_shape[1]} features, got {row.shape[1]}")
         feed = snapshot.decision
         output = feed.session.run(feed.output_names, {feed.input_name: row})[0]
-        if output.shape != _DECISION_SHAPE:
+        # Unpacking checks the shape ([1, 3]) and one sum checks finiteness (NaN or an infinity
+        # makes it non-finite): together cheaper than asking numpy, and free when all is well.
+        try:
+            (probabilities,) = output.tolist()
+            sell, hold, buy = probabilities
+            finite = _isfinite(sell + hold + buy)
+        except (ValueError, TypeError):
             return self._invalid(snapshot, f"output shape {list(output.shape)}, expected [1, 3]")
-        probabilities = output.tolist()[0]
-        # One sum tells NaN and infinities apart from real numbers: cheaper than three checks.
-        if not math.isfinite(probabilities[0] + probabilities[1] + probabilities[2]):
+        if not finite:
             return self._invalid(snapshot, f"output {probabilities} is not finite")
         action, confidence = choose_action(probabilities, self._threshold)
-        decision = Decision(action, confidence, tuple(probabilities), snapshot.versions)
+        decision = Decision(action, confidence, (sell, hold, buy), snapshot.versions)
         if observer is not None:
             observer(action, time.perf_counter() - started)
         return decision
