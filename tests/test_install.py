@@ -343,8 +343,23 @@ async def test_the_version_is_the_same_in_status_and_metrics_of_another_process(
     assert (await install_zip(installing, zip_path)).outcome == "installed"
 
     status = json.loads(run_cli(settings_file, "status", "--json").stdout)
-    async with running_ops(ops_settings(models_dir)) as stack:  # another host: its own container and brain
+    async with running_ops(
+        ops_settings(models_dir)
+    ) as stack:  # another host: its own container and brain
         [info] = labels_of(await stack.metrics(), "trading_brain_active_model_info")
 
     assert status["models"][SLOT]["version"] == "v3-inbox"
     assert info["version"] == "v3-inbox"
+
+
+async def test_a_record_whose_backup_is_gone_is_dropped_at_start(
+    settings: Settings, model_file: Any
+) -> None:
+    models = await start_models(settings)
+    assert await models.brain.reload_models(model_file(seed=5, version="v2"))
+    [backup] = models.backups()
+    backup.unlink()  # as a prune killed between deleting the file and its record would leave
+
+    restarted = await start_models(settings)
+
+    assert not list(restarted.layout.backup_records_dir.glob("*.json"))

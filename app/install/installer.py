@@ -144,6 +144,7 @@ class ModelInstaller:
                 if freed:
                     logger.info(f"🧹 [MODEL-RELOAD] Removed {freed} bytes of unfinished work")
                 _break_shared_inodes(self.layout, actives)
+                self._drop_orphan_records()
         models: dict[str, LoadedModel] = {}
         for slot, path in zip(self._settings.brain.slots, actives, strict=True):
             try:
@@ -429,13 +430,22 @@ class ModelInstaller:
         logger.error(f"❌ [MODEL-RELOAD] Backup {backup.name} is corrupt: its SHA-256 changed")
         return False
 
+    def _drop_orphan_records(self) -> None:
+        """Records whose backup is gone (a prune interrupted between the two deletions)."""
+        folder = self.layout.backup_records_dir
+        if not folder.is_dir():
+            return
+        for record in folder.glob("*.json"):
+            if not (self.layout.backup_dir / record.stem).exists():
+                record.unlink(missing_ok=True)
+
     def _prune_backups(self, slot: str) -> None:
         """Delete `slot`'s recorded backups beyond the newest ``models.backup_retention``."""
         keep = self._settings.models.backup_retention
         recorded = [path for path in self.backups(slot) if self.records.backup(path.name)]
         for path in recorded[keep:]:
-            path.unlink(missing_ok=True)
-            self.layout.backup_record_file(path.name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # the file first: a crash leaves an orphan record,
+            self.layout.backup_record_file(path.name).unlink(missing_ok=True)  # dropped at start
 
     async def rollback(self, slot: str | None = None, backup: str | None = None) -> SwapResult:
         """Restore a backup through the same validated path as any install.
