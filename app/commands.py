@@ -23,6 +23,7 @@ from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
 from app.status import status_report
+from app.trading.journal import DecisionJournal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -63,9 +64,7 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
         await _start_resources(container)
         brain = await _started_brain(container)
         host = BotHost(
-            brain,
-            tick_seconds=settings.brain.tick_seconds,
-            watch_seconds=settings.models.watch_seconds,
+            brain, watch_seconds=settings.models.watch_seconds, trading=container.trading()
         )
         sync: CloudModelSynchronizationService = await resolve(container.core.sync)
         host.add_job("cloud-sync", lambda: sync.run_forever(host.sleep))
@@ -96,6 +95,9 @@ async def _start_resources(container: Application) -> None:
 async def _shutdown(container: Application) -> None:
     alerts: EmailAlerts = container.alerts()
     await alerts.aclose()  # an alert being sent is given its time, bounded by its timeout
+    journal: DecisionJournal | None = container.journal()
+    if journal is not None:
+        await asyncio.to_thread(journal.close)  # what is pending is written first
     result = container.shutdown_resources()
     if result is not None:
         await result

@@ -34,6 +34,9 @@ from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.services.webhook import WebhookDispatcher
 from app.settings import Settings
+from app.trading.journal import DecisionJournal
+from app.trading.loop import TradingLoop
+from app.trading.market import bar_feed
 
 
 async def resolve(provider: Any) -> Any:
@@ -59,13 +62,18 @@ def model_store(settings: Settings) -> ModelStore:
 
 
 def trading_brain(
-    settings: Settings, store: ModelStore, memory: MLMemoryManager | None = None
+    settings: Settings,
+    store: ModelStore,
+    memory: MLMemoryManager | None = None,
+    journal: DecisionJournal | None = None,
 ) -> TradingBrain:
+    width = len(settings.brain.features)
     return TradingBrain(
         settings.brain,
         store,
         backup_retention=settings.models.backup_retention,
         memory_guard=memory,
+        recent_features=None if journal is None else lambda: journal.recent_features(1000, width),
     )
 
 
@@ -75,9 +83,53 @@ def observed_brain(
     memory: MLMemoryManager | None,
     monitoring: ProductionMonitoringService | None,
     alerts: EmailAlerts | None,
+    *,
+    journal: DecisionJournal | None = None,
 ) -> TradingBrain:
-    """The standalone host's brain: memory-guarded, with metrics and alerts attached."""
-    return observe_brain(trading_brain(settings, store, memory), monitoring, alerts)
+    """The standalone host's brain: memory-guarded, warmed up on journaled rows, observed."""
+    return observe_brain(trading_brain(settings, store, memory, journal), monitoring, alerts)
+
+
+def decision_journal(
+    settings: Settings, monitoring: ProductionMonitoringService | None = None
+) -> DecisionJournal | None:
+    """The decision journal under models/.sync/, or None when ``journal.enabled`` is false."""
+    if not settings.journal.enabled:
+        return None
+    journal = DecisionJournal(
+        settings.journal_path,
+        decision_slot=settings.brain.decision_slot,
+        retention_days=settings.journal.retention_days,
+        max_rows=settings.journal.max_rows,
+        flush_seconds=settings.journal.flush_seconds,
+    )
+    if monitoring is not None:
+        monitoring.watch_journal(lambda: journal.counts)
+    return journal
+
+
+def trading_loop(
+    settings: Settings,
+    brain: TradingBrain,
+    journal: DecisionJournal | None,
+    monitoring: ProductionMonitoringService | None,
+) -> TradingLoop | None:
+    """Paper trading over the configured market, or None when ``trading.enabled`` is false."""
+    if not settings.trading.enabled:
+        return None
+    market = settings.market
+    feed = bar_feed(
+        market.source, csv_path=market.csv_path, seed=market.seed, bar_seconds=market.bar_seconds
+    )
+    return TradingLoop(
+        brain,
+        feed,
+        cost_bps=settings.trading.cost_bps,
+        bars_per_second=market.bars_per_second,
+        log_every=settings.brain.log_every,
+        journal=journal,
+        observer=monitoring,
+    )
 
 
 def sync_state(settings: Settings) -> StateStore:
@@ -167,7 +219,11 @@ class Application(containers.DeclarativeContainer):
     resilience = providers.Singleton(resilience_service, config, monitoring)
     alerts = providers.Singleton(EmailAlerts, config.provided.alerts)
     memory = providers.Singleton(MLMemoryManager, config.provided.memory)
-    brain = providers.Singleton(observed_brain, config, store, memory, monitoring, alerts)
+    journal = providers.Singleton(decision_journal, config, monitoring)
+    brain = providers.Singleton(
+        observed_brain, config, store, memory, monitoring, alerts, journal=journal
+    )
+    trading = providers.Singleton(trading_loop, config, brain, journal, monitoring)
     core = providers.Container(
         Core,
         config=config,

@@ -1,5 +1,5 @@
-"""The long-running bot host: decides on every tick, notices models installed by other
-processes, and stops cleanly on SIGINT/SIGTERM.
+"""The long-running bot host: trades on every bar of its market feed, notices models installed
+by other processes, and stops cleanly on SIGINT/SIGTERM.
 
 Each background job is a loop that sleeps on the stop event, so a stop request ends it at the
 next boundary instead of cancelling it mid-operation: a swap that has started finishes, and no
@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from app.brain.brain import TradingBrain
-from app.feed import synthetic_features
+from app.trading.loop import TradingLoop
 
 STOP_GRACE_SECONDS = 30.0
 
@@ -25,15 +25,21 @@ STOP_GRACE_SECONDS = 30.0
 class BotHost:
     """Background jobs around a started brain, run until `stop()`."""
 
-    def __init__(self, brain: TradingBrain, *, tick_seconds: float, watch_seconds: float) -> None:
+    def __init__(
+        self,
+        brain: TradingBrain,
+        *,
+        watch_seconds: float,
+        trading: TradingLoop | None = None,
+    ) -> None:
         self._brain = brain
-        self._tick_seconds = tick_seconds
         self._watch_seconds = watch_seconds
         self._stop = asyncio.Event()
         self._jobs: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "decisions": self._decide_on_ticks,
             "model-watch": self._watch_models,
         }
+        if trading is not None:
+            self._jobs["trading"] = lambda: trading.run(self.sleep)
 
     def add_job(self, name: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `job` beside the others; it should return soon after `stopping` is set."""
@@ -69,17 +75,6 @@ class BotHost:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             logger.info("🌐 [HOST] Stopped")
-
-    async def _decide_on_ticks(self) -> None:
-        feed = synthetic_features(len(self._brain.settings.features))
-        while not self._stop.is_set():
-            decision = self._brain.decide(next(feed))
-            versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
-            logger.info(
-                f"📈 [BRAIN] {decision.action} (confidence {decision.confidence:.2f}) by {versions}"
-            )
-            if await self.sleep(self._tick_seconds):
-                return
 
     async def _watch_models(self) -> None:
         while not await self.sleep(self._watch_seconds):

@@ -63,8 +63,11 @@ class TradingBrain:
         backup_retention: int = 5,
         memory_guard: MemoryGuard | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recent_features: Callable[[], np.ndarray | None] | None = None,
     ) -> None:
         self._settings = settings
+        # Recent real feature rows (the decision journal's), for validation's warm-up.
+        self._recent_features = recent_features
         self._store = store
         self._retention = backup_retention
         self._memory_guard = memory_guard
@@ -170,6 +173,7 @@ class TradingBrain:
                 self._contract(slot, serving),
                 intra_op_threads=self._settings.intra_op_threads,
                 inter_op_threads=self._settings.inter_op_threads,
+                warmup_rows=self._warmup_rows(slot),
             )
         finally:
             # Also waits on failure: no thread outlives the file.
@@ -185,6 +189,11 @@ class TradingBrain:
             identity=FileIdentity.of(path),
             session=validated.session,
         )
+
+    def _warmup_rows(self, slot: str) -> np.ndarray | None:
+        if self._recent_features is None or slot != self._settings.decision_slot:
+            return None
+        return self._recent_features()
 
     # -- decisions -----------------------------------------------------------------------
 

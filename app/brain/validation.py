@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.brain.runtime import check_probabilities, open_session, signature_of, warm_up
 from app.brain.signature import ModelSignature, decision_contract_problems, incompatibilities
 from app.errors import ModelError
@@ -38,9 +40,19 @@ def check_file(path: Path) -> None:
 
 
 def validate_model(
-    path: Path, contract: SlotContract, *, intra_op_threads: int, inter_op_threads: int
+    path: Path,
+    contract: SlotContract,
+    *,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    warmup_rows: np.ndarray | None = None,
 ) -> ValidatedSession:
-    """Load `path` and prove it can serve `contract.slot`, or raise ModelError saying why."""
+    """Load `path` and prove it can serve `contract.slot`, or raise ModelError saying why.
+
+    `warmup_rows`: recent real feature rows (the decision journal's) for the decision slot;
+    the model must give finite, well-shaped probabilities on them too, as TF Serving warms up
+    on recorded requests. Without them (an empty journal) the probe input is all there is.
+    """
     session = open_session(
         path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
     )
@@ -56,5 +68,34 @@ def validate_model(
     warm_up(session, signature)
     if contract.decision_features is not None:
         check_probabilities(session, signature, contract.decision_features)
+        if warmup_rows is not None and len(warmup_rows):
+            warm_up_on_recorded(session, signature, warmup_rows, contract.decision_features)
     metadata = session.get_modelmeta().custom_metadata_map
     return ValidatedSession(session, signature, metadata.get("version") or None)
+
+
+def warm_up_on_recorded(
+    session: Any, signature: ModelSignature, rows: np.ndarray, n_features: int
+) -> None:
+    """Run the decision model on recorded feature rows; refuse non-finite or ill-shaped output."""
+    batch = np.ascontiguousarray(rows, dtype=np.float32)
+    if batch.ndim != 2 or batch.shape[1] != n_features:
+        return  # recorded under another feature list: not this model's inputs
+    try:
+        output = session.run([signature.outputs[0].name], {signature.inputs[0].name: batch})[0]
+    except Exception as error:
+        raise ModelError(
+            f"warm-up on {len(batch)} journaled feature rows failed: {str(error).strip()[:200]}"
+        ) from None
+    probs = np.asarray(output)
+    if probs.ndim != 2 or probs.shape[0] != len(batch):
+        raise ModelError(
+            f"decision output has shape {list(probs.shape)} on {len(batch)} journaled feature "
+            f"rows, expected [{len(batch)}, n]"
+        )
+    if probs.dtype.kind in "fc" and not np.isfinite(probs).all():
+        bad = int(np.count_nonzero(~np.isfinite(probs).all(axis=1)))
+        raise ModelError(
+            f"decision output is not finite (NaN or infinity) on {bad} of {len(batch)} "
+            "journaled feature rows"
+        )

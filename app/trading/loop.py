@@ -1,0 +1,162 @@
+"""The host's trading loop: bars in, features, a decision, a paper position, the journal.
+
+Per bar, in market time: the previous decision's position is marked to this bar's close (its
+outcome is journaled, attributed to the version that decided), the features are updated, and,
+once warm, the brain decides and the decision sets the position held over the next bar.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+from loguru import logger
+
+from app.brain.brain import TradingBrain
+from app.brain.decision import Decision
+from app.trading.bars import Bar, MarketDataError
+from app.trading.features import FeatureEngine, feature_indices
+from app.trading.journal import DecisionJournal
+from app.trading.market import BarFeed
+from app.trading.positions import PaperBook
+
+Sleep = Callable[[float], Awaitable[bool]]  # sleeps; True when the host is stopping
+_YIELD_EVERY = 64  # bars between yields to the event loop when replaying as fast as possible
+
+
+class TradingObserver(Protocol):
+    """Metrics for the paper positions (``ProductionMonitoringService``)."""
+
+    def record_paper_bar(
+        self, slot: str, version: str, position: int, net_return: float
+    ) -> None: ...
+
+    def record_paper_trade(self, slot: str, version: str, net_return: float) -> None: ...
+
+
+class TradingLoop:
+    """Trades the brain on paper over a feed of bars."""
+
+    def __init__(
+        self,
+        brain: TradingBrain,
+        feed: BarFeed,
+        *,
+        cost_bps: float,
+        bars_per_second: float = 0.0,
+        log_every: int = 10,
+        journal: DecisionJournal | None = None,
+        observer: TradingObserver | None = None,
+        features: Sequence[str] | None = None,
+    ) -> None:
+        self._brain = brain
+        self._feed = feed
+        self._interval = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
+        self._log_every = max(1, log_every)
+        self._journal = journal
+        self._observer = observer
+        self._slot = brain.settings.decision_slot
+        self._engine = FeatureEngine()
+        self._columns = feature_indices(features or brain.settings.features)
+        self._book = PaperBook(cost_bps)
+        self._version = ""  # the version whose decision the open position follows
+        self._trade_version = ""
+        self.bars = 0
+        self.decisions = 0
+        self.net_return = 0.0
+        self.last_decision: Decision | None = None
+
+    @property
+    def position(self) -> int:
+        return self._book.position
+
+    def step(self, bar: Bar) -> Decision | None:
+        """One bar: mark, update features, decide once warm. Returns the decision, if any."""
+        self.bars += 1
+        outcome = self._book.mark(bar.close)
+        if outcome is not None:
+            self.net_return += outcome.net_return
+            if self._journal is not None:
+                self._journal.record_outcome(
+                    outcome.decided_at,
+                    self._version,
+                    net_return=outcome.net_return,
+                    gross_return=outcome.gross_return,
+                    position=outcome.position,
+                )
+            if self._observer is not None:
+                self._observer.record_paper_bar(
+                    self._slot, self._version, outcome.position, outcome.net_return
+                )
+        row = self._engine.update(bar)
+        if row is None:
+            return None
+        columns = self._columns
+        features = np.array([[row[i] for i in columns]], dtype=np.float32)
+        decision = self._brain.decide(features)
+        version = decision.versions.get(self._slot, "")
+        self.decisions += 1
+        self.last_decision = decision
+        opened_by = self._trade_version
+        before = self._book.position
+        closed = self._book.take(decision.action, bar.close, bar.time)
+        if self._book.position not in (before, 0):
+            self._trade_version = version
+        self._version = version
+        journal = self._journal
+        if journal is not None:
+            journal.record_decision(bar.time, bar.close, features[0], decision)
+            if closed is not None:
+                journal.record_outcome(
+                    bar.time,
+                    opened_by,
+                    net_return=closed.net_return,
+                    position=closed.position,
+                    kind="trade",
+                    opened_at=closed.opened_at,
+                )
+        if closed is not None and self._observer is not None:
+            self._observer.record_paper_trade(self._slot, opened_by, closed.net_return)
+        if self.decisions % self._log_every == 0:
+            self._say(bar, decision)
+        return decision
+
+    def _say(self, bar: Bar, decision: Decision) -> None:
+        when = datetime.fromtimestamp(bar.time, UTC).strftime("%Y-%m-%d %H:%M")
+        versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
+        logger.info(
+            f"📈 [TRADING] {when} {decision.action} ({decision.confidence:.2f}) "
+            f"position {self._book.position:+d}, net {self.net_return:+.3%} over "
+            f"{self.decisions} decisions, by {versions}"
+        )
+
+    async def run(self, sleep: Sleep) -> None:
+        """Trade every bar of the feed, paced at ``bars_per_second``, until it ends or stops."""
+        logger.info(f"📈 [TRADING] Trading on paper on {self._feed.name}")
+        next_at = time.monotonic()
+        try:
+            for bar in self._feed.bars:
+                self.step(bar)
+                if self._interval:
+                    next_at += self._interval
+                    if await sleep(max(0.0, next_at - time.monotonic())):
+                        return
+                elif self.bars % _YIELD_EVERY == 0 and await sleep(0):
+                    return
+        except MarketDataError as error:
+            logger.error(f"❌ [TRADING] The feed stopped: {error}")
+            return
+        self._ended()
+
+    def _ended(self) -> None:
+        notes = self._feed.report.notes() if self._feed.report is not None else []
+        for note in notes:
+            logger.warning(f"⚠️ [TRADING] {self._feed.name}: {note}")
+        logger.info(
+            f"📉 [TRADING] End of {self._feed.name} after {self.bars} bars and "
+            f"{self.decisions} decisions (net {self.net_return:+.3%}); the feed stops, "
+            "the host keeps serving"
+        )
