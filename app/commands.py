@@ -23,7 +23,10 @@ from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
 from app.status import status_report
+from app.trading.figures import version_figures
 from app.trading.journal import DecisionJournal
+from app.trading.replay import table
+from app.trading.replaying import replay_models
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -175,10 +178,49 @@ async def sync(container: Application, args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.outcome == "failed" else EXIT_OK
 
 
+async def replay(container: Application, args: argparse.Namespace) -> int:
+    """The serving model and a candidate over the same bars: a table, JSON, or a picture."""
+    settings: Settings = container.config()
+    try:
+        brain = await _started_brain(container, recover=False)
+        run = await replay_models(
+            brain, settings, bars=args.bars, journal=args.journal, candidate=args.candidate
+        )
+        if args.plot is not None:
+            from app.trading.plot import plot_equity  # noqa: PLC0415 - matplotlib only if asked
+
+            await asyncio.to_thread(plot_equity, run.report, args.plot)
+    except AppError as error:
+        print(f"replay failed: {_one_line(str(error))}", file=sys.stderr)
+        return EXIT_FAILED
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print_json(run.report.to_json())
+    else:
+        print(table(run.report))
+        if args.plot is not None:
+            print(f"equity curves written to {args.plot}")
+    return EXIT_OK
+
+
+async def _trading_figures(container: Application) -> dict[str, Any]:
+    """Per version: decisions, trades, win rate, returns, drawdown, Sharpe over the journal."""
+    journal: DecisionJournal | None = container.journal()
+    if journal is None:
+        return {"journal": None, "versions": {}}
+    figures = await asyncio.to_thread(version_figures, journal)
+    return {
+        "journal": str(journal.path),
+        "versions": {version: f.to_json() for version, f in figures.items()},
+    }
+
+
 async def status(container: Application, args: argparse.Namespace) -> int:
     brain = await _started_brain(container, recover=False)
     state: StateStore = container.core.state()
     report = status_report(brain, state)
+    report["trading"] = await _trading_figures(container)
     if args.json:
         print_json(report)
         return EXIT_OK
@@ -194,6 +236,14 @@ async def status(container: Application, args: argparse.Namespace) -> int:
             )
         backups = info["backups"]
         print(f"  backups ({len(backups)}): {', '.join(backups) or 'none'}")
+    for version, figures in report["trading"]["versions"].items():
+        win_rate = figures["win_rate"]
+        print(
+            f"trading {version} ({figures['source']}): {figures['decisions']} decisions, "
+            f"{figures['trades']} trades, win rate "
+            f"{'-' if win_rate is None else f'{win_rate:.1%}'}, net {figures['net_return']:+.3%}, "
+            f"max drawdown {figures['max_drawdown']:.2%}, Sharpe {figures['sharpe']:.2f}"
+        )
     last = report["last_sync"]
     print(
         f"last sync: {last['at']} {last['outcome']}: {last['reason']}"

@@ -24,8 +24,8 @@ from app.trading.bars import Bar, BarSeries
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 _BLOCK = 4096
 _REGIME_STAY = 0.9967  # mean regime length about 300 bars
-_DRIFT = (0.15, -0.15, 0.0)  # in units of the bar's sigma: up, down, range
-_MOMENTUM = (0.12, 0.12, -0.15)
+_DRIFT = (0.1, -0.1, 0.0)  # in units of the bar's sigma: up, down, range
+_MOMENTUM = (0.08, 0.08, -0.08)
 _BASE_SIGMA = 0.0008  # about 8 bps a minute
 _GARCH = (0.05, 0.10, 0.85)  # omega share, alpha, beta
 _BASE_VOLUME = 1000.0
