@@ -170,7 +170,8 @@ class DecisionJournal:
 
     @property
     def counts(self) -> JournalCounts:
-        return JournalCounts(self._written, self._dropped, self._errors, len(self._pending))
+        pending = len(self._pending) + self._in_flight
+        return JournalCounts(self._written, self._dropped, self._errors, pending)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is written (or dropped); False on timeout."""
