@@ -2,7 +2,8 @@
 
 The decision model is ``probs = softmax(features @ W + b)``: input ``features`` float32
 [batch, n_features], output ``probs`` float32 [batch, n_actions]. Keyword arguments break it in
-the ways a bad training run would (wrong width, renamed input, integer input, NaN output), or
+the ways a bad training run would (wrong width, renamed input, integer input, NaN output, NaN
+only on large inputs such as real feature rows), or
 pad it with a large weight table that is really read at run time (for load-time benchmarks).
 """
 
@@ -30,6 +31,7 @@ def decision_model(
     nan_output: bool = False,
     softmax: bool = True,
     padding_mb: float = 0,
+    nan_above: float | None = None,
 ) -> onnx.ModelProto:
     """A small, valid (unless told otherwise) decision model."""
     rng = np.random.default_rng(seed)
@@ -52,6 +54,8 @@ def decision_model(
         initializers.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
         nodes.append(helper.make_node("Mul", [logits, "nan"], ["logits_nan"]))
         logits = "logits_nan"
+    if nan_above is not None:
+        logits = _add_nan_above(nodes, initializers, source, logits, nan_above)
     if softmax:
         nodes.append(helper.make_node("Softmax", [logits], [output_name], axis=1))
     else:
@@ -105,6 +109,29 @@ def _add_padding(
         helper.make_node("Add", [logits, "pad"], ["logits_padded"]),
     ]
     return "logits_padded"
+
+
+def _add_nan_above(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    source: str,
+    logits: str,
+    threshold: float,
+) -> str:
+    """NaN logits for any row holding a feature above `threshold`: fine on probe input (small
+    normal numbers), broken on real feature rows (an RSI of 50, a volume of thousands)."""
+    initializers += [
+        numpy_helper.from_array(np.array(threshold, np.float32), "nan_threshold"),
+        numpy_helper.from_array(np.array(np.nan, np.float32), "nan_value"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "no_nan"),
+    ]
+    nodes += [
+        helper.make_node("ReduceMax", [source], ["row_max"], axes=[1], keepdims=1),
+        helper.make_node("Greater", ["row_max", "nan_threshold"], ["too_big"]),
+        helper.make_node("Where", ["too_big", "nan_value", "no_nan"], ["poison"]),
+        helper.make_node("Add", [logits, "poison"], ["logits_poisoned"]),
+    ]
+    return "logits_poisoned"
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:
