@@ -129,6 +129,8 @@ class DecisionJournal:
         self._last_prune = 0.0
         self._since_prune = 0
         self._in_flight = 0
+        self._versions: object = None
+        self._versions_json = "{}"
 
     # -- writing (any thread; O(1), never blocks) ------------------------------------------
 
@@ -270,12 +272,16 @@ class DecisionJournal:
     def _decision_row(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         bar_time, recorded_at, decision, features, close, role = row
         sell, hold, buy = decision.probabilities
+        versions = decision.versions
+        if versions is not self._versions:  # one snapshot's mapping serves many decisions
+            self._versions = versions
+            self._versions_json = json.dumps(dict(versions), sort_keys=True)
         return (
             bar_time,
             recorded_at,
             self._slot,
-            decision.versions.get(self._slot, ""),
-            json.dumps(dict(decision.versions), sort_keys=True),
+            versions.get(self._slot, ""),
+            self._versions_json,
             role,
             decision.action,
             decision.confidence,

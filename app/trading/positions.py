@@ -75,38 +75,75 @@ class Trade:
     closed: bool
 
 
-def trades_of(
+@dataclass(frozen=True, slots=True)
+class Trades:
+    """Every trade as columns: position, first and one-past-last decision, net return, closed."""
+
+    position: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    net_return: np.ndarray
+    closed: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def as_list(self) -> list[Trade]:
+        return [
+            Trade(int(p), int(s), int(e), float(n), bool(c))
+            for p, s, e, n, c in zip(
+                self.position, self.start, self.end, self.net_return, self.closed, strict=True
+            )
+        ]
+
+
+def trade_table(
     positions: np.ndarray, gross: np.ndarray, cost_bps: float, *, previous: int = 0
-) -> list[Trade]:
+) -> Trades:
     """The maximal runs of one non-zero position over the decisions that have outcomes."""
     count = len(gross)
     held = positions[:count].astype(np.int64)
     if count == 0:
-        return []
+        empty = np.empty(0, np.int64)
+        return Trades(empty, empty, empty, np.empty(0), np.empty(0, bool))
     unit = cost_bps / 10000.0
     changes = np.flatnonzero(np.diff(held)) + 1
     starts = np.concatenate(([0], changes))
     ends = np.concatenate((changes, [count]))
     sums = np.add.reduceat(gross, starts)
-    trades = []
-    for start, end, total in zip(starts.tolist(), ends.tolist(), sums.tolist(), strict=True):
-        position = int(held[start])
-        if position == 0:
-            continue
-        before = previous if start == 0 else int(held[start - 1])
-        entry = unit * abs(position) if before != position else 0.0
-        # Closed when a later decision (possibly one with no outcome yet) left the position.
-        closed = end < len(positions) and int(positions[end]) != position
-        exit_cost = unit * abs(position) if closed else 0.0
-        trades.append(Trade(position, start, end, total - entry - exit_cost, closed))
-    return trades
+    run = held[starts]
+    before = np.where(starts == 0, previous, held[starts - 1])
+    entry = unit * np.abs(run) * (before != run)
+    # Closed when a later decision (possibly one with no outcome yet) left the position.
+    later = np.asarray(positions, dtype=np.int64)[np.minimum(ends, len(positions) - 1)]
+    closed = (ends < len(positions)) & (later != run)
+    exits = unit * np.abs(run) * closed
+    trading = run != 0
+    return Trades(
+        run[trading],
+        starts[trading],
+        ends[trading],
+        (sums - entry - exits)[trading],
+        closed[trading],
+    )
 
 
-def max_drawdown(net: np.ndarray) -> float:
-    """The largest fall of the compounded equity curve from its running peak, as a fraction."""
+def trades_of(
+    positions: np.ndarray, gross: np.ndarray, cost_bps: float, *, previous: int = 0
+) -> list[Trade]:
+    """:func:`trade_table` as a list of trades."""
+    return trade_table(positions, gross, cost_bps, previous=previous).as_list()
+
+
+def max_drawdown(net: np.ndarray, equity: np.ndarray | None = None) -> float:
+    """The largest fall of the compounded equity curve from its running peak, as a fraction.
+
+    `equity`: ``cumprod(1 + net)``, when the caller has it already.
+    """
     if len(net) == 0:
         return 0.0
-    equity = np.cumprod(1.0 + net)
+    if equity is None:
+        equity = np.cumprod(1.0 + net)
     peaks = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
     return float(np.max(1.0 - equity / peaks))
 
@@ -135,7 +172,7 @@ def performance(
 ) -> Performance:
     """Every figure for decisions `positions` on the bars closing at `closes`."""
     gross, net = bar_returns(positions, closes, cost_bps)
-    trades = trades_of(positions, gross, cost_bps)
+    trades = trade_table(positions, gross, cost_bps)
     return summarise(
         net,
         gross,
@@ -149,21 +186,22 @@ def performance(
 def summarise(
     net: np.ndarray,
     gross: np.ndarray,
-    trades: Sequence[Trade],
+    trades: Trades,
     *,
     decisions: int,
     bar_seconds: float,
     actions: dict[str, int],
+    equity: np.ndarray | None = None,
 ) -> Performance:
-    closed = [trade for trade in trades if trade.closed]
-    wins = sum(1 for trade in closed if trade.net_return > 0)
+    closed = trades.net_return[trades.closed]
+    wins = int(np.count_nonzero(closed > 0))
     return Performance(
         decisions=decisions,
         trades=len(trades),
-        win_rate=wins / len(closed) if closed else None,
+        win_rate=wins / len(closed) if len(closed) else None,
         gross_return=float(np.sum(gross)),
         net_return=float(np.sum(net)),
-        max_drawdown=max_drawdown(net),
+        max_drawdown=max_drawdown(net, equity),
         sharpe=sharpe(net, bar_seconds),
         actions=actions,
     )
