@@ -129,6 +129,7 @@ def trading_loop(
         log_every=settings.brain.log_every,
         journal=journal,
         observer=monitoring,
+        resume_after=None if journal is None else journal.last_bar_time(),
     )
 
 

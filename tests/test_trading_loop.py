@@ -188,3 +188,24 @@ async def test_metrics_show_position_returns_and_trades_per_slot_and_version(
     losses = value(metrics, "trading_paper_trades_total", **labels, result="loss") or 0
     assert wins + losses > 0
     assert settings.brain.decision_slot == SLOT
+
+
+async def test_a_restarted_host_resumes_after_the_bars_already_journaled(
+    brain: TradingBrain, journal: DecisionJournal, logs: list[str]
+) -> None:
+    bars = synthetic_bars(500, seed=6)
+    first = TradingLoop(brain, feed_of(bars), cost_bps=1, journal=journal)
+    for bar in list(bars.bars())[:300]:
+        first.step(bar)
+    journal.flush()
+    resumed_at = journal.last_bar_time()
+    assert resumed_at == bars.time[299]
+
+    again = TradingLoop(brain, feed_of(bars), cost_bps=1, journal=journal, resume_after=resumed_at)
+    await again.run(never_stop)
+
+    assert again.skipped == 300
+    assert again.decisions == 200  # the features were warm: bar 300 is decided at once
+    times = [t for (t,) in query(journal, "SELECT bar_time FROM decisions ORDER BY bar_time")]
+    assert times == bars.time[WARMUP_BARS - 1 :].tolist()  # no bar decided twice
+    assert "📈 [TRADING] Resuming after 300 bars already in the journal" in logs

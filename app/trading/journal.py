@@ -351,6 +351,20 @@ class DecisionJournal:
         finally:
             connection.close()
 
+    def last_bar_time(self, role: str = "champion") -> float | None:
+        """The newest bar time decided on, or None with no journal (blocking)."""
+        try:
+            with self.reading() as connection:
+                if connection is None:
+                    return None
+                [(latest,)] = connection.execute(
+                    "SELECT MAX(bar_time) FROM decisions WHERE role = ?", (role,)
+                ).fetchall()
+        except sqlite3.Error as error:
+            logger.warning(f"⚠️ [JOURNAL] Cannot read {self.path.name}: {error}")
+            return None
+        return None if latest is None else float(latest)
+
     def recent_features(self, limit: int = 1000, width: int | None = None) -> np.ndarray | None:
         """The newest journaled feature rows (oldest first), or None when there are none."""
         try:

@@ -51,7 +51,10 @@ class TradingLoop:
         journal: DecisionJournal | None = None,
         observer: TradingObserver | None = None,
         features: Sequence[str] | None = None,
+        resume_after: float | None = None,
     ) -> None:
+        """`resume_after`: the newest bar time already journaled (a restarted host): earlier
+        bars only warm the features up, so no bar is traded, or counted, twice."""
         self._brain = brain
         self._feed = feed
         self._interval = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
@@ -64,7 +67,9 @@ class TradingLoop:
         self._book = PaperBook(cost_bps)
         self._version = ""  # the version whose decision the open position follows
         self._trade_version = ""
+        self._resume_after = resume_after
         self.bars = 0
+        self.skipped = 0
         self.decisions = 0
         self.net_return = 0.0
         self.last_decision: Decision | None = None
@@ -76,27 +81,53 @@ class TradingLoop:
     def step(self, bar: Bar) -> Decision | None:
         """One bar: mark, update features, decide once warm. Returns the decision, if any."""
         self.bars += 1
-        outcome = self._book.mark(bar.close)
-        if outcome is not None:
-            self.net_return += outcome.net_return
-            if self._journal is not None:
-                self._journal.record_outcome(
-                    outcome.decided_at,
-                    self._version,
-                    net_return=outcome.net_return,
-                    gross_return=outcome.gross_return,
-                    position=outcome.position,
-                )
-            if self._observer is not None:
-                self._observer.record_paper_bar(
-                    self._slot, self._version, outcome.position, outcome.net_return
-                )
+        if self._resume_after is not None and self._already_traded(bar):
+            return None
+        self._mark(bar)
         row = self._engine.update(bar)
         if row is None:
             return None
         columns = self._columns
         features = np.array([[row[i] for i in columns]], dtype=np.float32)
         decision = self._brain.decide(features)
+        self._take(bar, features, decision)
+        if self.decisions % self._log_every == 0:
+            self._say(bar, decision)
+        return decision
+
+    def _already_traded(self, bar: Bar) -> bool:
+        """Bars up to `resume_after` only warm the features up."""
+        assert self._resume_after is not None
+        if bar.time <= self._resume_after:
+            self.skipped += 1
+            self._engine.update(bar)
+            return True
+        self._resume_after = None
+        if self.skipped:
+            logger.info(f"📈 [TRADING] Resuming after {self.skipped} bars already in the journal")
+        return False
+
+    def _mark(self, bar: Bar) -> None:
+        """What the previous decision's position earned over this bar."""
+        outcome = self._book.mark(bar.close)
+        if outcome is None:
+            return
+        self.net_return += outcome.net_return
+        if self._journal is not None:
+            self._journal.record_outcome(
+                outcome.decided_at,
+                self._version,
+                net_return=outcome.net_return,
+                gross_return=outcome.gross_return,
+                position=outcome.position,
+            )
+        if self._observer is not None:
+            self._observer.record_paper_bar(
+                self._slot, self._version, outcome.position, outcome.net_return
+            )
+
+    def _take(self, bar: Bar, features: np.ndarray, decision: Decision) -> None:
+        """The decision sets the position over the next bar; journal it and any closed trade."""
         version = decision.versions.get(self._slot, "")
         self.decisions += 1
         self.last_decision = decision
@@ -120,9 +151,6 @@ class TradingLoop:
                 )
         if closed is not None and self._observer is not None:
             self._observer.record_paper_trade(self._slot, opened_by, closed.net_return)
-        if self.decisions % self._log_every == 0:
-            self._say(bar, decision)
-        return decision
 
     def _say(self, bar: Bar, decision: Decision) -> None:
         when = datetime.fromtimestamp(bar.time, UTC).strftime("%Y-%m-%d %H:%M")
