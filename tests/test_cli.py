@@ -356,6 +356,7 @@ def test_status_json_from_the_file_named_by_app_settings(bot: Bot) -> None:
             }
         },
         "last_sync": None,
+        "trading": {"journal": str(bot.models / ".sync" / "journal.sqlite3"), "versions": {}},
     }
 
 
