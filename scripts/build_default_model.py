@@ -18,6 +18,7 @@ this script makes.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def model() -> onnx.ModelProto:
     return built
 
 
+@functools.cache
 def build() -> bytes:
     return model().SerializeToString()
 

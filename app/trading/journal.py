@@ -256,7 +256,7 @@ class DecisionJournal:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
             self._failed(batch, error)
             return False
         finally:
@@ -292,7 +292,7 @@ class DecisionJournal:
             np.ascontiguousarray(features, dtype="<f4").tobytes(),
         )
 
-    def _failed(self, batch: list[tuple[str, tuple[Any, ...]]], error: sqlite3.Error) -> None:
+    def _failed(self, batch: list[tuple[str, tuple[Any, ...]]], error: Exception) -> None:
         self._errors += 1
         room = self._max_pending - len(self._pending)
         kept = batch[:room] if room > 0 else []

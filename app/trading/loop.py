@@ -177,6 +177,11 @@ class TradingLoop:
         except MarketDataError as error:
             logger.error(f"❌ [TRADING] The feed stopped: {error}")
             return
+        except Exception as error:  # the host's other jobs go on; say why trading stopped
+            logger.opt(exception=error).error(
+                f"❌ [TRADING] The trading loop stopped after {self.bars} bars: {error}"
+            )
+            return
         self._ended()
 
     def _ended(self) -> None:

@@ -19,37 +19,34 @@ class PlotUnavailable(AppError):
 def plot_equity(report: ReplayReport, path: Path) -> Path:
     """Write both models' compounded net equity against market time to `path`."""
     try:
-        import matplotlib as mpl  # noqa: PLC0415 - optional, imported only for --plot
-
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        # Optional, imported only for --plot; the Figure API, not pyplot: no global state,
+        # no GUI backend, safe in a worker thread.
+        from matplotlib.figure import Figure  # noqa: PLC0415
     except ImportError:
         raise PlotUnavailable(MISSING) from None
-    figure, axes = plt.subplots(figsize=(10, 4.5), dpi=100)
-    try:
-        runs = [("incumbent", report.incumbent)]
-        if report.candidate is not None:
-            runs.append(("candidate", report.candidate))
-        for role, run in runs:
-            count = len(run.equity)
-            # The equity after decision i is known at the next bar's time.
-            times = report.times[1 : count + 1].astype(np.int64).astype("datetime64[s]")
-            figures = run.performance
-            axes.plot(
-                times,
-                run.equity,
-                label=f"{role} {run.version}: net {figures.net_return:+.2%}, "
-                f"Sharpe {figures.sharpe:.2f}, max drawdown {figures.max_drawdown:.2%}",
-                linewidth=1.2,
-            )
-        axes.axhline(1.0, color="grey", linewidth=0.6)
-        axes.set_ylabel("equity (compounded, after costs)")
-        axes.set_title(f"replay over {report.bars:,} bars")
-        axes.legend(loc="best", fontsize=8)
-        figure.autofmt_xdate()
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png")
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(10, 4.5), dpi=100)
+    axes = figure.subplots()
+    runs = [("incumbent", report.incumbent)]
+    if report.candidate is not None:
+        runs.append(("candidate", report.candidate))
+    for role, run in runs:
+        count = len(run.equity)
+        # The equity after decision i is known at the next bar's time.
+        times = report.times[1 : count + 1].astype(np.int64).astype("datetime64[s]")
+        figures = run.performance
+        axes.plot(
+            times,
+            run.equity,
+            label=f"{role} {run.version}: net {figures.net_return:+.2%}, "
+            f"Sharpe {figures.sharpe:.2f}, max drawdown {figures.max_drawdown:.2%}",
+            linewidth=1.2,
+        )
+    axes.axhline(1.0, color="grey", linewidth=0.6)
+    axes.set_ylabel("equity (compounded, after costs)")
+    axes.set_title(f"replay over {report.bars:,} bars")
+    axes.legend(loc="best", fontsize=8)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
     return path
