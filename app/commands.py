@@ -23,6 +23,8 @@ from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
 from app.status import status_report
+from app.trading.csvbars import read_csv_bars
+from app.trading.features import feature_indices
 from app.trading.figures import version_figures
 from app.trading.journal import DecisionJournal
 from app.trading.replay import table
@@ -47,9 +49,14 @@ async def _started_brain(container: Application, *, recover: bool = True) -> Tra
 
 async def smoke(container: Application, _args: argparse.Namespace) -> int:
     """Load the brain, make one decision, exit; no network, and no write to the models."""
+    settings: Settings = container.config()
     try:
         brain = await _started_brain(container, recover=False)
         decision = brain.decide([0.0] * len(brain.settings.features))
+        if settings.trading.enabled:  # the features are defined, the bars can be read
+            feature_indices(settings.brain.features)
+            if settings.market.source == "csv" and settings.market.csv_path is not None:
+                next(read_csv_bars(settings.market.csv_path), None)
     except AppError as error:
         print(f"smoke test failed: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED

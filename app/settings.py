@@ -131,7 +131,7 @@ class BrainSettings(Section):
     features: tuple[str, ...] = DEFAULT_FEATURES
     slots: dict[str, SlotSettings] = Field(default_factory=_default_slots)
     decision_slot: str = DEFAULT_SLOT
-    log_every: int = Field(default=10, ge=1)  # one terminal line per this many decisions
+    log_every: int = Field(default=10, ge=1)  # one terminal line per this many bars
 
     @model_validator(mode="after")
     def _decision_slot_exists(self) -> BrainSettings:

@@ -243,7 +243,8 @@ def test_the_host_trades_on_csv_bars_then_keeps_serving(
     ended = host.wait_for(lambda line: "[TRADING] End of" in line, timeout=40)
     assert f"after {BARS} bars and {BARS - (WARMUP_BARS - 1)} decisions" in host.lines[ended]
     assert any(f"Trading on paper on {pandas_csv}" in line for line in host.lines)
-    assert sum("📈 [TRADING] 20" in line for line in host.lines) == (BARS - WARMUP_BARS + 1) // 500
+    # One line per 500 bars (brain.log_every), once deciding: bars 500, 1000, ... 20,000.
+    assert sum("📈 [TRADING] 20" in line for line in host.lines) == BARS // 500
     assert host.process.poll() is None  # the feed stopped; the host did not
     assert host.stop() == 0
 
@@ -255,3 +256,15 @@ def test_the_host_trades_on_csv_bars_then_keeps_serving(
     # no outcome on either side).
     assert figures["net_return"] == pytest.approx(replayed["net_return"], abs=1e-9)
     assert figures["gross_return"] == pytest.approx(replayed["gross_return"], abs=1e-9)
+
+
+def test_smoke_reads_the_first_csv_bar_and_names_a_bad_file(bot: Bot, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,open,high,low,close,volume\n", encoding="utf-8")
+    env = app_environment(MARKET__SOURCE="csv", MARKET__CSV_PATH=str(bad))
+
+    done = bot.run("--smoke", env=env)
+
+    assert done.returncode == 1
+    reason = "no time column (timestamp, date, datetime, time, or an unnamed first column)"
+    assert done.said == [f"smoke test failed: {bad} line 1: {reason}"]

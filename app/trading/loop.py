@@ -47,7 +47,7 @@ class TradingLoop:
         *,
         cost_bps: float,
         bars_per_second: float = 0.0,
-        log_every: int = 10,
+        log_every: int = 10,  # one terminal line per this many bars (once deciding)
         journal: DecisionJournal | None = None,
         observer: TradingObserver | None = None,
         features: Sequence[str] | None = None,
@@ -91,7 +91,7 @@ class TradingLoop:
         features = np.array([[row[i] for i in columns]], dtype=np.float32)
         decision = self._brain.decide(features)
         self._take(bar, features, decision)
-        if self.decisions % self._log_every == 0:
+        if self.bars % self._log_every == 0:
             self._say(bar, decision)
         return decision
 
