@@ -207,3 +207,26 @@ async def test_a_restarted_host_resumes_after_the_bars_already_journaled(
     times = [t for (t,) in query(journal, "SELECT bar_time FROM decisions ORDER BY bar_time")]
     assert times == bars.time[WARMUP_BARS - 1 :].tolist()  # no bar decided twice
     assert "📈 [TRADING] Resuming after 300 bars already in the journal" in logs
+
+
+async def test_a_locked_journal_never_fails_a_decision(
+    brain: TradingBrain, tmp_path: Path, logs: list[str]
+) -> None:
+    path = tmp_path / "locked.sqlite3"
+    journal = DecisionJournal(path, flush_seconds=0.01, busy_timeout_seconds=0.01)
+    journal.record_decision(0.0, 1.0, np.zeros(16, np.float32), brain.decide([0.0] * 16))
+    assert journal.flush()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        loop = TradingLoop(brain, feed_of(synthetic_bars(400, seed=2)), cost_bps=1, journal=journal)
+        await loop.run(never_stop)
+        assert loop.decisions == 400 - (WARMUP_BARS - 1)
+        journal.flush(timeout=0.2)
+        assert journal.counts.write_errors >= 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    journal.close()
+    assert journal.counts.pending == 0  # written once the lock went away
+    assert any("[JOURNAL] Cannot write locked.sqlite3: database is locked" in line for line in logs)

@@ -219,6 +219,11 @@ class DecisionJournal:
                     break
             if stopping:
                 self._prune(force=True)
+                if self._pending:
+                    logger.warning(
+                        f"⚠️ [JOURNAL] Stopping with {len(self._pending)} row(s) not written "
+                        f"to {self.path.name}"
+                    )
                 return
 
     def _open(self) -> sqlite3.Connection:
