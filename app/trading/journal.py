@@ -216,6 +216,7 @@ class DecisionJournal:
             stopping = self._stopping.is_set()
             while self._pending:
                 if not self._write_batch():
+                    self._stopping.wait(min(1.0, self._flush_seconds * 4))  # back off
                     break
             if stopping:
                 self._prune(force=True)
@@ -245,9 +246,10 @@ class DecisionJournal:
         """Write up to one batch; False when it failed (the rows are kept for the next try)."""
         batch: list[tuple[str, tuple[Any, ...]]] = []
         pending = self._pending
-        while pending and len(batch) < _BATCH:
+        take = min(len(pending), _BATCH)
+        self._in_flight = take  # before the rows leave the queue: flush() never sees a gap
+        while pending and len(batch) < take:
             batch.append(pending.popleft())
-        self._in_flight = len(batch)
         decisions = [self._decision_row(row) for kind, row in batch if kind == "d"]
         outcomes = [row for kind, row in batch if kind == "o"]
         try:
@@ -315,7 +317,6 @@ class DecisionJournal:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
             self._connection = None
-        self._stopping.wait(min(1.0, self._flush_seconds * 4))
 
     def _prune(self, *, force: bool = False) -> None:
         now = time.monotonic()
