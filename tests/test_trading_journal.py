@@ -217,3 +217,17 @@ def test_recorded_bars_are_one_row_per_bar_in_market_time(journal: DecisionJourn
     assert recorded.times.tolist() == [60.0, 120.0]
     assert recorded.closes.tolist() == [101.5, 102.0]
     assert recorded.features[:, 0].tolist() == [1.5, 2.0]
+
+
+def test_an_unwritable_row_is_dropped_and_counted_and_the_writer_goes_on(
+    journal: DecisionJournal, logs: list[str]
+) -> None:
+    journal.record_decision(0.0, 1.0, "not a feature row", decision())  # type: ignore[arg-type]
+    assert journal.flush()
+    journal.record_decision(60.0, 1.0, row(1), decision())
+    assert journal.flush()
+
+    assert journal.counts.dropped == 1
+    assert journal.counts.written == 1
+    assert rows(journal.path, "SELECT bar_time FROM decisions") == [(60.0,)]
+    assert any("[JOURNAL] Dropped 1 unwritable rows" in line for line in logs)

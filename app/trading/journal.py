@@ -121,6 +121,7 @@ class DecisionJournal:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._moving = threading.Lock()  # the writer moving rows between queue and batch
         self._connection: sqlite3.Connection | None = None
         self._written = 0
         self._dropped = 0
@@ -172,13 +173,18 @@ class DecisionJournal:
 
     @property
     def counts(self) -> JournalCounts:
-        pending = len(self._pending) + self._in_flight
+        with self._moving:
+            pending = len(self._pending) + self._in_flight
         return JournalCounts(self._written, self._dropped, self._errors, pending)
+
+    def _unwritten(self) -> int:
+        with self._moving:
+            return len(self._pending) + self._in_flight
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything recorded so far is written (or dropped); False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._pending or self._in_flight:
+        while self._unwritten():
             if self._thread is None or not self._thread.is_alive():
                 return not self._pending
             self._wake.set()
@@ -246,11 +252,19 @@ class DecisionJournal:
         """Write up to one batch; False when it failed (the rows are kept for the next try)."""
         batch: list[tuple[str, tuple[Any, ...]]] = []
         pending = self._pending
-        take = min(len(pending), _BATCH)
-        self._in_flight = take  # before the rows leave the queue: flush() never sees a gap
-        while pending and len(batch) < take:
-            batch.append(pending.popleft())
-        decisions = [self._decision_row(row) for kind, row in batch if kind == "d"]
+        with self._moving:  # counts() and flush() never see a row in both places, or neither
+            while pending and len(batch) < _BATCH:
+                batch.append(pending.popleft())
+            self._in_flight = len(batch)
+        try:
+            decisions = [self._decision_row(row) for kind, row in batch if kind == "d"]
+        except Exception as error:  # a row no retry can write: drop the batch, keep the thread
+            logger.opt(exception=error).error(f"❌ [JOURNAL] Dropped {len(batch)} unwritable rows")
+            with self._moving:
+                self._dropped += len(batch)
+                self._errors += 1
+                self._in_flight = 0
+            return True
         outcomes = [row for kind, row in batch if kind == "o"]
         try:
             connection = self._open()
@@ -264,11 +278,13 @@ class DecisionJournal:
                     connection.execute("ROLLBACK")
                 raise
         except (sqlite3.Error, OSError) as error:  # OSError: the folder cannot be made
-            self._failed(batch, error)
+            with self._moving:
+                self._failed(batch, error)
+                self._in_flight = 0
             return False
-        finally:
+        with self._moving:
+            self._written += len(batch)
             self._in_flight = 0
-        self._written += len(batch)
         self._since_prune += len(batch)
         if self._failing is not None:
             logger.info(f"✅ [JOURNAL] Writes recovered; {self._dropped} row(s) dropped meanwhile")
