@@ -46,7 +46,8 @@ def plot_equity(report: ReplayReport, path: Path) -> Path:
     axes.set_title(f"replay over {report.bars:,} bars")
     axes.legend(loc="best", fontsize=8)
     figure.autofmt_xdate()
-    figure.tight_layout()
+    # Fixed margins: tight_layout would draw the whole figure once more to measure it.
+    figure.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.16)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
