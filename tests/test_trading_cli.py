@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -14,11 +15,11 @@ import pandas as pd
 import pytest
 
 from app.brain.decision import Decision
-from app.cli import main
 from app.trading.features import WARMUP_BARS
 from app.trading.journal import DecisionJournal
 from app.trading.synthetic import synthetic_bars
-from tests.test_cli import Bot, RunningHost, app_environment, write_settings
+from tests.conftest import ROOT
+from tests.test_cli import LOG_LINE, Bot, RunningHost, app_environment, write_settings
 
 SLOT = "unified_brain"
 BARS = 20_000  # two weeks of minute bars: enough for the model's edge to show
@@ -108,23 +109,26 @@ def test_replay_prints_a_side_by_side_table_and_writes_a_png(
 
 
 def test_replay_without_matplotlib_says_how_to_get_it(
-    bot: Bot, pandas_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-
-    code = main(
-        ["--settings", str(bot.settings), "replay", "--bars", str(pandas_csv), "--plot",
-         str(tmp_path / "x.png")]
+    bot: Bot, pandas_csv: Path, tmp_path: Path
+) -> None:
+    # `python -m app`, in a process where importing matplotlib fails as if it were absent.
+    without = (
+        "import sys; sys.modules['matplotlib'] = None; from app.cli import main; "
+        "raise SystemExit(main(sys.argv[1:]))"
+    )
+    picture = tmp_path / "x.png"
+    done = subprocess.run(
+        [sys.executable, "-c", without, "--settings", str(bot.settings), "replay", "--bars",
+         str(pandas_csv), "--plot", str(picture)],
+        cwd=bot.cwd, env={**bot.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=120, check=False,
     )  # fmt: skip
 
-    assert code == 1
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == (
-        "replay failed: replay --plot needs matplotlib: pip install 'app[plot]' "
-        "(or pip install matplotlib)"
-    )
-    assert not (tmp_path / "x.png").exists()
+    assert done.returncode == 1
+    said = [line for line in done.stderr.splitlines() if not LOG_LINE.match(line)]
+    hint = "pip install 'app[plot]' (or pip install matplotlib)"
+    assert said == [f"replay failed: replay --plot needs matplotlib: {hint}"]
+    assert not picture.exists()
 
 
 @pytest.mark.parametrize(
