@@ -199,14 +199,29 @@ async def test_a_restarted_host_resumes_after_the_bars_already_journaled(
     resumed_at = journal.last_bar_time()
     assert resumed_at == bars.time[299]
 
-    again = TradingLoop(brain, feed_of(bars), cost_bps=1, journal=journal, resume_after=resumed_at)
-    await again.run(never_stop)
+    sleeps: list[float] = []
+
+    async def counted(seconds: float) -> bool:
+        sleeps.append(seconds)
+        return False
+
+    again = TradingLoop(
+        brain,
+        feed_of(bars),
+        cost_bps=1,
+        journal=journal,
+        resume_after=resumed_at,
+        bars_per_second=100_000,
+    )
+    await again.run(counted)
 
     assert again.skipped == 300
     assert again.decisions == 200  # the features were warm: bar 300 is decided at once
     times = [t for (t,) in query(journal, "SELECT bar_time FROM decisions ORDER BY bar_time")]
     assert times == bars.time[WARMUP_BARS - 1 :].tolist()  # no bar decided twice
     assert "📈 [TRADING] Resuming after 300 bars already in the journal" in logs
+    # Skipped bars are not paced (a restart catches up at once), traded ones are.
+    assert len(sleeps) == 200 + 300 // 64  # 200 paced bars; a yield per 64 skipped ones
 
 
 async def test_a_locked_journal_never_fails_a_decision(

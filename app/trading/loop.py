@@ -168,12 +168,12 @@ class TradingLoop:
         try:
             for bar in self._feed.bars:
                 self.step(bar)
-                if self._interval:
-                    next_at += self._interval
+                if self._interval and self._resume_after is None:
+                    next_at = max(next_at + self._interval, time.monotonic() - self._interval)
                     if await sleep(max(0.0, next_at - time.monotonic())):
                         return
                 elif self.bars % _YIELD_EVERY == 0 and await sleep(0):
-                    return
+                    return  # bars already journaled are skipped unpaced
         except MarketDataError as error:
             logger.error(f"❌ [TRADING] The feed stopped: {error}")
             return
