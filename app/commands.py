@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 from typing import Any
@@ -23,10 +24,11 @@ from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
 from app.status import status_report
-from app.trading.csvbars import read_csv_bars
-from app.trading.features import feature_indices
+from app.trading.bars import MarketDataError
+from app.trading.features import WARMUP_BARS, FeatureEngine, feature_indices
 from app.trading.figures import version_figures
 from app.trading.journal import DecisionJournal
+from app.trading.market import bar_feed
 from app.trading.replay import table
 from app.trading.replaying import replay_models
 
@@ -48,15 +50,12 @@ async def _started_brain(container: Application, *, recover: bool = True) -> Tra
 
 
 async def smoke(container: Application, _args: argparse.Namespace) -> int:
-    """Load the brain, make one decision, exit; no network, and no write to the models."""
+    """Load the brain, decide once on the market's first feature row, exit; no network, and no
+    write to the models."""
     settings: Settings = container.config()
     try:
         brain = await _started_brain(container, recover=False)
-        decision = brain.decide([0.0] * len(brain.settings.features))
-        if settings.trading.enabled:  # the features are defined, the bars can be read
-            feature_indices(settings.brain.features)
-            if settings.market.source == "csv" and settings.market.csv_path is not None:
-                next(read_csv_bars(settings.market.csv_path), None)
+        decision = brain.decide(_first_feature_row(settings))
     except AppError as error:
         print(f"smoke test failed: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED
@@ -65,6 +64,24 @@ async def smoke(container: Application, _args: argparse.Namespace) -> int:
         f"smoke test passed: {decision.action} (confidence {decision.confidence:.2f}) by {versions}"
     )
     return EXIT_OK
+
+
+def _first_feature_row(settings: Settings) -> list[float]:
+    """The first feature row of the configured market (all zeros when not trading): proves the
+    feature list is defined and the bars can be read."""
+    if not settings.trading.enabled:
+        return [0.0] * len(settings.brain.features)
+    columns = feature_indices(settings.brain.features)
+    market = settings.market
+    feed = bar_feed(
+        market.source, csv_path=market.csv_path, seed=market.seed, bar_seconds=market.bar_seconds
+    )
+    engine = FeatureEngine()
+    for bar in itertools.islice(feed.bars, WARMUP_BARS):
+        row = engine.update(bar)
+        if row is not None:
+            return [row[i] for i in columns]
+    raise MarketDataError(f"{feed.name} has fewer than {WARMUP_BARS} bars: too few to decide")
 
 
 async def run(container: Application, _args: argparse.Namespace) -> int:
