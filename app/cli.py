@@ -1,4 +1,4 @@
-"""The command line: ``python -m app [--smoke] [run|install|status|rollback|sync]``.
+"""The command line: ``python -m app [--smoke] [run|install|status|rollback|sync|replay]``.
 
 Exit codes: 0 done; 1 refused or failed (the reason on one line, no traceback); 2 bad usage
 or configuration.
@@ -49,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     sync = subcommands.add_parser("sync", help="one synchronization cycle now, then exit")
     sync.add_argument("--force", action="store_true", help="ignore the minimum interval")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
+    replay = subcommands.add_parser(
+        "replay", help="the serving model and a candidate over the same bars, side by side"
+    )
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bars", type=Path, metavar="CSV", help="OHLCV bars to replay")
+    source.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="replay the features recorded in the decision journal (default: the host's)",
+    )
+    replay.add_argument("--candidate", type=Path, metavar="MODEL", help="an .onnx to compare")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.add_argument("--plot", type=Path, metavar="PNG", help="write both equity curves")
     return parser
 
 
@@ -96,6 +111,7 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         "status": commands.status,
         "rollback": commands.rollback,
         "sync": commands.sync,
+        "replay": commands.replay,
     }
     result: int = await handlers[command](container, args)
     return result

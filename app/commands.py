@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
 import sys
 from typing import Any
@@ -25,6 +27,13 @@ from app.services.sync import CloudModelSynchronizationService
 from app.services.webhook import WebhookDispatcher
 from app.settings import Settings
 from app.status import status_report
+from app.trading.bars import MarketDataError
+from app.trading.features import WARMUP_BARS, FeatureEngine, feature_indices
+from app.trading.figures import version_figures
+from app.trading.journal import DecisionJournal
+from app.trading.market import bar_feed
+from app.trading.replay import table
+from app.trading.replaying import replay_models
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -52,10 +61,12 @@ async def _started_brain(container: Application, *, recover: bool = True) -> Tra
 
 
 async def smoke(container: Application, _args: argparse.Namespace) -> int:
-    """Load the brain, make one decision, exit; no network, and no write to the models."""
+    """Load the brain, decide once on the market's first feature row, exit; no network, and no
+    write to the models."""
+    settings: Settings = container.config()
     try:
         brain = await _started_brain(container, recover=False)
-        decision = brain.decide([0.0] * len(brain.settings.features))
+        decision = brain.decide(_first_feature_row(settings))
     except AppError as error:
         print(f"smoke test failed: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED
@@ -70,6 +81,24 @@ async def smoke(container: Application, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _first_feature_row(settings: Settings) -> list[float]:
+    """The first feature row of the configured market (all zeros when not trading): proves the
+    feature list is defined and the bars can be read."""
+    if not settings.trading.enabled:
+        return [0.0] * len(settings.brain.features)
+    columns = feature_indices(settings.brain.features)
+    market = settings.market
+    feed = bar_feed(
+        market.source, csv_path=market.csv_path, seed=market.seed, bar_seconds=market.bar_seconds
+    )
+    engine = FeatureEngine()
+    for bar in itertools.islice(feed.bars, WARMUP_BARS):
+        row = engine.update(bar)
+        if row is not None:
+            return [row[i] for i in columns]
+    raise MarketDataError(f"{feed.name} has fewer than {WARMUP_BARS} bars: too few to decide")
+
+
 async def run(container: Application, _args: argparse.Namespace) -> int:
     """The long-running host: decisions, model watch, cloud sync, inbox, ops server."""
     settings: Settings = container.config()
@@ -77,10 +106,7 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
         await _start_resources(container)
         models = await _started(container, strict=True)
         host = BotHost(
-            models,
-            tick_seconds=settings.brain.tick_seconds,
-            watch_seconds=settings.models.watch_seconds,
-            health=container.decisions(),
+            models, watch_seconds=settings.models.watch_seconds, trading=container.trading()
         )
         sync: CloudModelSynchronizationService = await resolve(container.core.sync)
         host.add_job("cloud-sync", lambda: sync.run_forever(host.sleep))
@@ -113,6 +139,9 @@ async def _start_resources(container: Application) -> None:
 async def _shutdown(container: Application) -> None:
     alerts: EmailAlerts = container.alerts()
     await alerts.aclose()  # an alert being sent is given its time, bounded by its timeout
+    journal: DecisionJournal | None = container.journal()
+    if journal is not None:
+        await asyncio.to_thread(journal.close)  # what is pending is written first
     result = container.shutdown_resources()
     if result is not None:
         await result
@@ -201,10 +230,49 @@ def _describe_origin(provenance: dict[str, Any]) -> str:
     return ", ".join([*parts, f"installed {provenance['installed_at']}"])
 
 
+async def replay(container: Application, args: argparse.Namespace) -> int:
+    """The serving model and a candidate over the same bars: a table, JSON, or a picture."""
+    settings: Settings = container.config()
+    try:
+        brain = await _started_brain(container, recover=False)
+        run = await replay_models(
+            brain, settings, bars=args.bars, journal=args.journal, candidate=args.candidate
+        )
+        if args.plot is not None:
+            from app.trading.plot import plot_equity  # noqa: PLC0415 - matplotlib only if asked
+
+            await asyncio.to_thread(plot_equity, run.report, args.plot)
+    except AppError as error:
+        print(f"replay failed: {_one_line(str(error))}", file=sys.stderr)
+        return EXIT_FAILED
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print_json(run.report.to_json())
+    else:
+        print(table(run.report))
+        if args.plot is not None:
+            print(f"equity curves written to {args.plot}")
+    return EXIT_OK
+
+
+async def _trading_figures(container: Application) -> dict[str, Any]:
+    """Per version: decisions, trades, win rate, returns, drawdown, Sharpe over the journal."""
+    journal: DecisionJournal | None = container.journal()
+    if journal is None:
+        return {"journal": None, "versions": {}}
+    figures = await asyncio.to_thread(version_figures, journal)
+    return {
+        "journal": str(journal.path),
+        "versions": {version: f.to_json() for version, f in figures.items()},
+    }
+
+
 async def status(container: Application, args: argparse.Namespace) -> int:
     models = await _started(container, recover=False)
     state: StateStore = container.core.state()
     report = status_report(models, state)
+    report["trading"] = await _trading_figures(container)
     if args.json:
         print_json(report)
         return EXIT_OK
@@ -217,6 +285,14 @@ async def status(container: Application, args: argparse.Namespace) -> int:
             print(f"  problem: {info['problem']}")
         backups = info["backups"]
         print(f"  backups ({len(backups)}): {', '.join(backups) or 'none'}")
+    for version, figures in report["trading"]["versions"].items():
+        win_rate = figures["win_rate"]
+        print(
+            f"trading {version} ({figures['source']}): {figures['decisions']} decisions, "
+            f"{figures['trades']} trades, win rate "
+            f"{'-' if win_rate is None else f'{win_rate:.1%}'}, net {figures['net_return']:+.3%}, "
+            f"max drawdown {figures['max_drawdown']:.2%}, Sharpe {figures['sharpe']:.2f}"
+        )
     last = report["last_sync"]
     print(
         f"last sync: {last['at']} {last['outcome']}: {last['reason']}"

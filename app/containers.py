@@ -35,6 +35,9 @@ from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
 from app.services.webhook import WebhookDispatcher
 from app.settings import Settings
+from app.trading.journal import DecisionJournal
+from app.trading.loop import TradingLoop
+from app.trading.market import bar_feed
 
 
 async def resolve(provider: Any) -> Any:
@@ -55,8 +58,24 @@ async def http_session(timeout_seconds: float) -> AsyncIterator[aiohttp.ClientSe
         yield session
 
 
-def trading_brain(settings: Settings, memory: MLMemoryManager | None = None) -> TradingBrain:
-    return TradingBrain(settings.brain, memory_guard=memory)
+def trading_brain(
+    settings: Settings,
+    memory: MLMemoryManager | None = None,
+    journal: DecisionJournal | None = None,
+) -> TradingBrain:
+    """The brain: memory-guarded, and warmed up on the journal's recent rows when there is one."""
+    width = len(settings.brain.features)
+    return TradingBrain(
+        settings.brain,
+        memory_guard=memory,
+        recent_features=None if journal is None else lambda: journal.recent_features(1000, width),
+    )
+
+
+def decision_health(settings: Settings) -> DecisionHealth:
+    """What /readyz knows of the decision job; a bar is expected every 1/bars_per_second."""
+    rate = settings.market.bars_per_second
+    return DecisionHealth(1.0 / rate if rate > 0 else 0.0)
 
 
 def model_installer(settings: Settings, brain: TradingBrain | None) -> ModelInstaller | None:
@@ -71,6 +90,51 @@ def observed_installer(
 ) -> ModelInstaller | None:
     """The standalone host's installer, with metrics and alerts attached to it and its brain."""
     return None if models is None else observe_brain(models, monitoring, alerts)
+
+
+def decision_journal(
+    settings: Settings, monitoring: ProductionMonitoringService | None = None
+) -> DecisionJournal | None:
+    """The decision journal under models/.sync/, or None when ``journal.enabled`` is false."""
+    if not settings.journal.enabled:
+        return None
+    journal = DecisionJournal(
+        settings.journal_path,
+        decision_slot=settings.brain.decision_slot,
+        retention_days=settings.journal.retention_days,
+        max_rows=settings.journal.max_rows,
+        flush_seconds=settings.journal.flush_seconds,
+    )
+    if monitoring is not None:
+        monitoring.watch_journal(lambda: journal.counts)
+    return journal
+
+
+def trading_loop(
+    settings: Settings,
+    brain: TradingBrain,
+    journal: DecisionJournal | None,
+    monitoring: ProductionMonitoringService | None,
+    health: DecisionHealth | None = None,
+) -> TradingLoop | None:
+    """Paper trading over the configured market, or None when ``trading.enabled`` is false."""
+    if not settings.trading.enabled:
+        return None
+    market = settings.market
+    feed = bar_feed(
+        market.source, csv_path=market.csv_path, seed=market.seed, bar_seconds=market.bar_seconds
+    )
+    return TradingLoop(
+        brain,
+        feed,
+        cost_bps=settings.trading.cost_bps,
+        bars_per_second=market.bars_per_second,
+        log_every=settings.brain.log_every,
+        journal=journal,
+        observer=monitoring,
+        resume_after=None if journal is None else journal.last_bar_time(),
+        health=health,
+    )
 
 
 def sync_state(settings: Settings) -> StateStore:
@@ -160,8 +224,10 @@ class Application(containers.DeclarativeContainer):
     resilience = providers.Singleton(resilience_service, config, monitoring)
     alerts = providers.Singleton(EmailAlerts, config.provided.alerts)
     memory = providers.Singleton(MLMemoryManager, config.provided.memory)
-    brain = providers.Singleton(trading_brain, config, memory)
-    decisions = providers.Singleton(DecisionHealth, config.provided.brain.tick_seconds)
+    journal = providers.Singleton(decision_journal, config, monitoring)
+    brain = providers.Singleton(trading_brain, config, memory, journal=journal)
+    decisions = providers.Singleton(decision_health, config)
+    trading = providers.Singleton(trading_loop, config, brain, journal, monitoring, decisions)
     core = providers.Container(
         Core,
         config=config,

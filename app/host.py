@@ -1,5 +1,5 @@
-"""The long-running bot host: decides on every tick, notices models installed by other
-processes, and stops cleanly on SIGINT/SIGTERM.
+"""The long-running bot host: trades on every bar of its market feed, notices models installed
+by other processes, and stops cleanly on SIGINT/SIGTERM.
 
 Each background job is a loop that sleeps on the stop event, so a stop request ends it at the
 next boundary instead of cancelling it mid-operation: a swap that has started finishes, and no
@@ -17,9 +17,8 @@ from typing import Any
 from loguru import logger
 
 from app.brain.brain import TradingBrain
-from app.brain.health import DecisionHealth
-from app.feed import synthetic_features
 from app.install.installer import ModelInstaller
+from app.trading.loop import TradingLoop
 
 STOP_GRACE_SECONDS = 30.0
 
@@ -31,20 +30,18 @@ class BotHost:
         self,
         models: ModelInstaller,
         *,
-        tick_seconds: float,
         watch_seconds: float,
-        health: DecisionHealth | None = None,
+        trading: TradingLoop | None = None,
     ) -> None:
         self._models = models
         self._brain: TradingBrain = models.brain
-        self.health = health or DecisionHealth(tick_seconds)
-        self._tick_seconds = tick_seconds
         self._watch_seconds = watch_seconds
         self._stop = asyncio.Event()
         self._jobs: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "decisions": self._decide_on_ticks,
             "model-watch": self._watch_models,
         }
+        if trading is not None:
+            self._jobs["trading"] = lambda: trading.run(self.sleep)
 
     def add_job(self, name: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `job` beside the others; it should return soon after `stopping` is set."""
@@ -81,31 +78,6 @@ class BotHost:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             logger.info("🌐 [HOST] Stopped")
-
-    async def _decide_on_ticks(self) -> None:
-        feed = synthetic_features(len(self._brain.settings.features))
-        self.health.started()
-        try:
-            while not self._stop.is_set():
-                await self._decide_once(next(feed))
-                if await self.sleep(self._tick_seconds):
-                    return
-        finally:
-            self.health.stopped()
-
-    async def _decide_once(self, features: Any) -> None:
-        """One decision; a failure is counted and logged, and the job goes on."""
-        try:
-            decision = await self._brain.decide_async(features)
-        except Exception as error:
-            if self.health.failed(error):
-                logger.opt(exception=error).error(f"❌ [BRAIN] A decision failed: {error}")
-            return
-        self.health.decided()
-        versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
-        logger.info(
-            f"📈 [BRAIN] {decision.action} (confidence {decision.confidence:.2f}) by {versions}"
-        )
 
     async def _watch_models(self) -> None:
         while not await self.sleep(self._watch_seconds):

@@ -136,7 +136,7 @@ class BrainSettings(Section):
     features: tuple[str, ...] = DEFAULT_FEATURES
     slots: dict[str, SlotSettings] = Field(default_factory=_default_slots)
     decision_slot: str = DEFAULT_SLOT
-    tick_seconds: float = Field(default=1.0, gt=0)
+    log_every: int = Field(default=10, ge=1)  # one terminal line per this many bars
     # Budgets a model must meet at warm-up before it serves (see app/brain/budget.py).
     max_decision_ms: float = Field(default=100, gt=0)
     validation_timeout_seconds: float = Field(default=30, gt=0, le=3600)
@@ -153,6 +153,38 @@ class BrainSettings(Section):
         if len(set(self.features)) != len(self.features) or not self.features:
             raise ValueError("brain.features must be a non-empty list of distinct names")
         return self
+
+
+class MarketSettings(Section):
+    """Where the host's bars come from (``app.trading.market``)."""
+
+    source: Literal["synthetic", "csv"] = "synthetic"
+    csv_path: Path | None = None
+    bars_per_second: float = Field(default=1.0, ge=0)  # 0: as fast as possible
+    seed: int = 7  # the synthetic market's
+    bar_seconds: float = Field(default=60, gt=0)  # the synthetic market's bar spacing
+
+    @model_validator(mode="after")
+    def _csv_needs_a_path(self) -> MarketSettings:
+        if self.source == "csv" and self.csv_path is None:
+            raise ValueError("market.csv_path must be set when market.source is csv")
+        return self
+
+
+class TradingSettings(Section):
+    """Paper trading: what a change of position costs."""
+
+    enabled: bool = True
+    cost_bps: float = Field(default=1.0, ge=0, le=10000)
+
+
+class JournalSettings(Section):
+    """The decision journal, ``models/.sync/journal.sqlite3``."""
+
+    enabled: bool = True
+    retention_days: float = Field(default=30, gt=0)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    flush_seconds: float = Field(default=0.25, gt=0, le=60)
 
 
 def _is_loopback(host: str) -> bool:
@@ -245,7 +277,8 @@ class _EnvironmentAliases(PydanticBaseSettingsSource):
 
 
 class _YamlRelativeToFile(YamlConfigSettingsSource):
-    """The YAML file, with ``models.dir`` resolved against the file's own folder.
+    """The YAML file, with ``models.dir`` and ``market.csv_path`` resolved against the file's
+    own folder.
 
     An empty ``github.api_url`` counts as unset, so that ``GITHUB_API_URL`` can fill it.
     """
@@ -261,6 +294,10 @@ class _YamlRelativeToFile(YamlConfigSettingsSource):
             models = dict(models)
             models["dir"] = str(self._folder / models["dir"])
             data = {**data, "models": models}
+        market = data.get("market")
+        if isinstance(market, dict) and isinstance(market.get("csv_path"), str):
+            csv_path = str(self._folder / market["csv_path"])
+            data = {**data, "market": {**market, "csv_path": csv_path}}
         github = data.get("github")
         if isinstance(github, dict) and github.get("api_url") == "":
             data = {**data, "github": {k: v for k, v in github.items() if k != "api_url"}}
@@ -281,6 +318,9 @@ class Settings(BaseSettings):
     github: GitHubSettings = GitHubSettings()
     models: ModelsSettings = ModelsSettings()
     brain: BrainSettings = BrainSettings()
+    market: MarketSettings = MarketSettings()
+    trading: TradingSettings = TradingSettings()
+    journal: JournalSettings = JournalSettings()
     ops: OpsSettings = OpsSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     memory: MemorySettings = MemorySettings()
@@ -310,6 +350,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.models.dir.resolve()
+
+    @property
+    def journal_path(self) -> Path:
+        """The decision journal: in the models directory's private space."""
+        return self.models_dir / ".sync" / "journal.sqlite3"
 
 
 def settings_file(explicit: str | Path | None = None) -> Path | None:

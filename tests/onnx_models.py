@@ -193,19 +193,20 @@ def _add_nan_above(
     logits: str,
     threshold: float,
 ) -> str:
-    """logits + 0 * sqrt(threshold - max(features)): NaN once a feature exceeds `threshold`."""
+    """NaN logits for any row holding a feature above `threshold`: fine on probe input (small
+    normal numbers), broken on real feature rows (an RSI of 50, a volume of thousands)."""
     initializers += [
         numpy_helper.from_array(np.array(threshold, np.float32), "nan_threshold"),
-        numpy_helper.from_array(np.array(0.0, np.float32), "nan_zero"),
+        numpy_helper.from_array(np.array(np.nan, np.float32), "nan_value"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "no_nan"),
     ]
     nodes += [
-        helper.make_node("ReduceMax", [source], ["nan_max"], keepdims=0),
-        helper.make_node("Sub", ["nan_threshold", "nan_max"], ["nan_room"]),
-        helper.make_node("Sqrt", ["nan_room"], ["nan_root"]),
-        helper.make_node("Mul", ["nan_root", "nan_zero"], ["nan_term"]),
-        helper.make_node("Add", [logits, "nan_term"], ["logits_nan_above"]),
+        helper.make_node("ReduceMax", [source], ["row_max"], axes=[1], keepdims=1),
+        helper.make_node("Greater", ["row_max", "nan_threshold"], ["too_big"]),
+        helper.make_node("Where", ["too_big", "nan_value", "no_nan"], ["poison"]),
+        helper.make_node("Add", [logits, "poison"], ["logits_poisoned"]),
     ]
-    return "logits_nan_above"
+    return "logits_poisoned"
 
 
 def _add_wide_above(

@@ -63,9 +63,14 @@ async def test_decides_with_the_version_that_made_the_decision(brain: TradingBra
     assert sum(decision.probabilities) == pytest.approx(1.0, abs=1e-5)
 
 
-async def test_low_confidence_means_hold(brain: TradingBrain) -> None:
-    # All-zero features give near-uniform probabilities: far under the 0.65 threshold.
-    decision = brain.decide([0.0] * 16)
+async def test_low_confidence_means_hold(settings: Settings) -> None:
+    # A random linear model gives near-uniform probabilities on all-zero features (its logits
+    # are its small biases): far under the 0.65 threshold. The embedded model is trained, and
+    # all zeros is no market it has seen.
+    save(decision_model(seed=0), settings.models_dir / "unified_brain.onnx")
+    models = new_models(settings)
+    await models.start()
+    decision = models.brain.decide([0.0] * 16)
     assert decision.confidence < 0.65
     assert decision.action == "hold"
 

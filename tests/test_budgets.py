@@ -26,6 +26,10 @@ from app.brain.models import Candidate
 from app.host import BotHost
 from app.install.installer import ModelInstaller
 from app.settings import Settings
+from app.trading.features import WARMUP_BARS
+from app.trading.loop import TradingLoop
+from app.trading.market import BarFeed
+from app.trading.synthetic import synthetic_bars
 from tests.conftest import make_settings, start_models
 from tests.onnx_models import decision_model, save
 from tests.small_disk import SmallDisk, small_disk
@@ -113,7 +117,7 @@ async def test_stopping_the_host_stops_a_validation_in_flight(
     slow = save(decision_model(work_loops=2_000_000, version="slow"), tmp_path / "slow.onnx")
     swap = asyncio.create_task(models.swap_in([Candidate(SLOT, slow)]))
     await asyncio.sleep(0.5)
-    host = BotHost(models, tick_seconds=1, watch_seconds=1)
+    host = BotHost(models, watch_seconds=1)
 
     started = time.monotonic()
     host.stop()
@@ -219,7 +223,7 @@ def test_decision_health_says_when_decisions_fail_or_stop() -> None:
     assert health.problem() == "no decision for 25 s"
 
 
-async def test_the_decision_job_survives_a_failing_decision(
+async def test_the_trading_loop_survives_failing_decisions(
     settings: Settings, logs: list[str]
 ) -> None:
     class Flaky(TradingBrain):
@@ -233,14 +237,19 @@ async def test_the_decision_job_survives_a_failing_decision(
 
     models = ModelInstaller(settings, Flaky(settings.brain))
     await models.start()
-    host = BotHost(models, tick_seconds=0.01, watch_seconds=60)
+    health = DecisionHealth(0.0)
+    feed = BarFeed("bars", synthetic_bars(WARMUP_BARS + 20, seed=3).bars())
+    loop = TradingLoop(models.brain, feed, cost_bps=1, health=health)
+    host = BotHost(models, watch_seconds=60, trading=loop)
     running = asyncio.create_task(host.run())
-    while host.health.decisions < 2:
+    while loop.bars < WARMUP_BARS + 20:
         await asyncio.sleep(0.01)
     host.stop()
     await running
 
-    assert host.health.errors == 3
+    assert health.errors == 3
+    attempts = (WARMUP_BARS + 20) - (WARMUP_BARS - 1)  # every bar once the features are warm
+    assert health.decisions == loop.decisions == attempts - 3  # the loop went on
     assert sum("A decision failed" in line for line in logs) == 1  # one line per streak
 
 

@@ -47,11 +47,12 @@ def app_environment(**extra: str) -> dict[str, str]:
 
 
 def write_settings(folder: Path, **sections: Mapping[str, Any]) -> Path:
-    """A settings file in `folder`: relative models dir, fast ticks, no network, no waiting."""
+    """A settings file in `folder`: relative models dir, fast bars, no network, no waiting."""
     document: dict[str, dict[str, Any]] = {
         "cloud_sync": {"enabled": False},
         "models": {"dir": "models", "lock_wait_seconds": 0, "watch_seconds": 0.2},
-        "brain": {"tick_seconds": 0.1},
+        "market": {"bars_per_second": 50},
+        "brain": {"log_every": 1},
         "ops": {"port": 0},
     }
     for section, values in sections.items():
@@ -356,6 +357,7 @@ def test_status_json_from_the_file_named_by_app_settings(bot: Bot) -> None:
             }
         },
         "last_sync": None,
+        "trading": {"journal": str(bot.models / ".sync" / "journal.sqlite3"), "versions": {}},
     }
 
 
@@ -436,7 +438,7 @@ def start_host(bot: Bot) -> Iterator[Callable[..., RunningHost]]:
 
 
 def is_decision(version: str) -> Callable[[str], bool]:
-    return lambda line: "📈 [BRAIN]" in line and f"{SLOT}={version}" in line
+    return lambda line: "📈 [TRADING]" in line and f"{SLOT}={version}" in line
 
 
 def test_run_picks_up_an_install_from_another_process_and_stops_on_sigterm(

@@ -89,7 +89,7 @@ def test_no_secret_in_a_configuration_error(bot: Bot) -> None:
 def test_the_default_command_runs_the_host_and_logs_no_secret(bot: Bot) -> None:
     host = RunningHost(bot.command(), cwd=bot.cwd, env=bot.env)  # no command means `run`
     try:
-        host.wait_for(lambda line: "📈 [BRAIN]" in line)
+        host.wait_for(lambda line: "📈 [TRADING]" in line)
         assert host.stop() == 0
     finally:
         host.close()

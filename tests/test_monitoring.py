@@ -40,7 +40,8 @@ def test_render_serves_the_prometheus_text_format(monitoring: ProductionMonitori
     families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
     assert families["model_sync_cycles"] == "counter"
     assert families["trading_brain_decision_seconds"] == "histogram"
-    assert all(name.startswith(("model_sync_", "trading_brain_")) for name in families)
+    prefixes = ("model_sync_", "trading_brain_", "trading_paper_")
+    assert all(name.startswith(prefixes) for name in families)
 
 
 def test_sync_cycles_are_counted_by_outcome(monitoring: ProductionMonitoringService) -> None:
@@ -199,3 +200,16 @@ def test_two_services_do_not_share_metrics() -> None:
     assert value(second, "model_sync_cycles_total", outcome="installed") == 0
     assert series_of(second, "trading_brain_active_model_info") == []
     assert first.registry is not second.registry
+
+
+def test_the_journal_counters_are_read_at_scrape_time(
+    monitoring: ProductionMonitoringService,
+) -> None:
+    counts = [(0, 0, 0, 0)]
+    monitoring.watch_journal(lambda: counts[-1])
+    counts.append((120, 3, 2, 7))
+
+    assert value(monitoring, "trading_journal_rows_written_total") == 120
+    assert value(monitoring, "trading_journal_rows_dropped_total") == 3
+    assert value(monitoring, "trading_journal_write_errors_total") == 2
+    assert value(monitoring, "trading_journal_rows_pending") == 7

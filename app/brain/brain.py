@@ -59,8 +59,16 @@ class Reloader(Protocol):
 class TradingBrain:
     """Named model slots, a decision function, and validation of models offered to them."""
 
-    def __init__(self, settings: BrainSettings, *, memory_guard: MemoryGuard | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrainSettings,
+        *,
+        memory_guard: MemoryGuard | None = None,
+        recent_features: Callable[[], np.ndarray | None] | None = None,
+    ) -> None:
         self._settings = settings
+        # Recent real feature rows (the decision journal's), for validation's warm-up.
+        self._recent_features = recent_features
         self._memory_guard = memory_guard
         self._snapshot: BrainSnapshot | None = None
         self._reloader: Reloader | None = None
@@ -158,6 +166,7 @@ class TradingBrain:
                 inter_op_threads=self._settings.inter_op_threads,
                 budget=self._budget,
                 validations=self._validations,
+                warmup_rows=self._warmup_rows(slot),
             )
         finally:
             # Also waits on failure: no thread outlives the file.
@@ -187,6 +196,11 @@ class TradingBrain:
         for slot in models:
             self._unhealthy.pop(slot, None)
         return snapshot
+
+    def _warmup_rows(self, slot: str) -> np.ndarray | None:
+        if self._recent_features is None or slot != self._settings.decision_slot:
+            return None
+        return self._recent_features()
 
     # -- decisions -----------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.brain.budget import (
     LATENCY_RUNS,
     Budget,
@@ -18,6 +20,7 @@ from app.brain.runtime import (
     check_probabilities,
     decision_seconds,
     open_session,
+    run_failure,
     signature_of,
     warm_up,
 )
@@ -60,9 +63,15 @@ def validate_model(
     inter_op_threads: int,
     budget: Budget | None = None,
     validations: Validations | None = None,
+    warmup_rows: np.ndarray | None = None,
 ) -> ValidatedSession:
     """Load `path` and prove it can serve `contract.slot` within `budget`, or raise ModelError
-    saying why (a validation over its time is stopped, see ``budget.py``)."""
+    saying why (a validation over its time is stopped, see ``budget.py``).
+
+    `warmup_rows`: recent real feature rows (the decision journal's) for the decision slot;
+    the model must give finite, well-shaped probabilities on them too, as TF Serving warms up
+    on recorded requests. Without them (an empty journal) the probe input is all there is.
+    """
     started = time.monotonic()
     limits = budget or Budget()
     session = open_session(
@@ -84,8 +93,40 @@ def validate_model(
         width = contract.decision_features
         if width is not None:
             check_probabilities(session, signature, width, run_options)
+            if warmup_rows is not None and len(warmup_rows):
+                warm_up_on_recorded(session, signature, warmup_rows, width, run_options)
             latency = decision_seconds(session, signature, width, run_options, LATENCY_RUNS)
     if latency is not None:
         check_latency(limits, latency)
     metadata = session.get_modelmeta().custom_metadata_map
     return ValidatedSession(session, signature, metadata.get("version") or None, latency)
+
+
+def warm_up_on_recorded(
+    session: Any,
+    signature: ModelSignature,
+    rows: np.ndarray,
+    n_features: int,
+    run_options: Any = None,
+) -> None:
+    """Run the decision model on recorded feature rows; refuse non-finite or ill-shaped output."""
+    batch = np.ascontiguousarray(rows, dtype=np.float32)
+    if batch.ndim != 2 or batch.shape[1] != n_features:
+        return  # recorded under another feature list: not this model's inputs
+    feed = {signature.inputs[0].name: batch}
+    try:
+        output = session.run([signature.outputs[0].name], feed, run_options)[0]
+    except Exception as error:
+        raise run_failure(error, f"warm-up on {len(batch)} journaled feature rows") from None
+    probs = np.asarray(output)
+    if probs.shape != (len(batch), 3):
+        raise ModelError(
+            f"decision output has shape {list(probs.shape)} on {len(batch)} journaled feature "
+            f"rows, expected [{len(batch)}, 3]"
+        )
+    if probs.dtype.kind in "fc" and not np.isfinite(probs).all():
+        bad = int(np.count_nonzero(~np.isfinite(probs).all(axis=1)))
+        raise ModelError(
+            f"decision output is not finite (NaN or infinity) on {bad} of {len(batch)} "
+            "journaled feature rows"
+        )

@@ -18,7 +18,17 @@ trading_brain_reload_seconds                histogram  outcome: installed | refu
 trading_brain_decisions_total               counter    action (the brain's own, bounded, actions)
 trading_brain_decision_seconds              histogram  (buckets from 50 µs)
 trading_brain_active_model_info             gauge = 1  slot, version, sha256, run_id
+trading_paper_position                      gauge      slot, version: -1 short, 0 flat, +1 long
+trading_paper_net_return                    gauge      slot, version: sum of per-bar net returns
+trading_paper_bars_total                    counter    slot, version: bars with an outcome
+trading_paper_trades_total                  counter    slot, version, result: win | loss
+trading_journal_rows_written_total          counter
+trading_journal_rows_dropped_total          counter    (a full or locked journal, over backlog)
+trading_journal_write_errors_total          counter
+trading_journal_rows_pending                gauge
 ==========================================  =========  =========================================
+
+Version labels are bounded in practice: one per model that ever served since the host started.
 
 Label values outside a documented set are counted as ``other``: a new caller's typo then shows
 up on a dashboard instead of failing a sync or growing the number of series without bound.
@@ -26,11 +36,16 @@ up on a dashboard instead of failing a sync or growing the number of series with
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# written, dropped, write errors, pending: what the decision journal has done so far.
+JournalCounter = Callable[[], tuple[int, int, int, int]]
 
 SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
 ArtifactOutcome = Literal["installed", "rejected", "skipped"]
@@ -147,6 +162,30 @@ class ProductionMonitoringService:
             ["slot"],
             registry=registry,
         )
+        self._position = Gauge(
+            "trading_paper_position",
+            "Paper position held after the latest decision: -1 short, 0 flat, +1 long.",
+            ["slot", "version"],
+            registry=registry,
+        )
+        self._net_return = Gauge(
+            "trading_paper_net_return",
+            "Sum of per-bar net returns of the paper positions each version decided.",
+            ["slot", "version"],
+            registry=registry,
+        )
+        self._paper_bars = Counter(
+            "trading_paper_bars",
+            "Bars whose paper outcome is known, by the version that decided.",
+            ["slot", "version"],
+            registry=registry,
+        )
+        self._trades = Counter(
+            "trading_paper_trades",
+            "Closed paper trades, by the version that opened them and their result.",
+            ["slot", "version", "result"],
+            registry=registry,
+        )
         # Series that exist from the start read 0 rather than missing, so rate() works at once.
         for sync_outcome in get_args(SyncOutcome):
             self._sync_cycles.labels(outcome=sync_outcome)
@@ -185,6 +224,21 @@ class ProductionMonitoringService:
         self._decisions.labels(action=action).inc()
         self._decision_seconds.observe(seconds)
 
+    def record_paper_bar(self, slot: str, version: str, position: int, net_return: float) -> None:
+        """One bar's paper outcome for the decision `version` made on the bar before."""
+        self._position.labels(slot=slot, version=version).set(position)
+        self._net_return.labels(slot=slot, version=version).inc(net_return)
+        self._paper_bars.labels(slot=slot, version=version).inc()
+
+    def record_paper_trade(self, slot: str, version: str, net_return: float) -> None:
+        """A closed paper trade, attributed to the version that opened it."""
+        result = "win" if net_return > 0 else "loss"
+        self._trades.labels(slot=slot, version=version, result=result).inc()
+
+    def watch_journal(self, counts: JournalCounter) -> None:
+        """Expose the decision journal's counters, read at scrape time (never on decide())."""
+        self._registry.register(_JournalCollector(counts))
+
     def set_active_model(
         self, slot: str, version: str, sha256: str, run_id: int | str | None = None
     ) -> None:
@@ -215,3 +269,25 @@ class ProductionMonitoringService:
     def render(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and the content type to serve them with."""
         return generate_latest(self._registry), TEXT_CONTENT_TYPE
+
+
+class _JournalCollector(Collector):
+    def __init__(self, counts: JournalCounter) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        written, dropped, errors, pending = self._counts()
+        yield CounterMetricFamily(
+            "trading_journal_rows_written", "Journal rows committed.", value=written
+        )
+        yield CounterMetricFamily(
+            "trading_journal_rows_dropped",
+            "Journal rows dropped (a full or locked journal, or a backlog over its limit).",
+            value=dropped,
+        )
+        yield CounterMetricFamily(
+            "trading_journal_write_errors", "Failed journal batch writes.", value=errors
+        )
+        yield GaugeMetricFamily(
+            "trading_journal_rows_pending", "Journal rows waiting to be written.", value=pending
+        )
