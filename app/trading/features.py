@@ -18,26 +18,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from app.errors import ConfigurationError
+from app.settings import DEFAULT_FEATURES
 from app.trading.bars import Bar, BarSeries
 
-FEATURE_NAMES = (
-    "return_1m",
-    "return_5m",
-    "return_15m",
-    "return_1h",
-    "volatility_5m",
-    "volatility_1h",
-    "volume_ratio_5m",
-    "volume_ratio_1h",
-    "spread_bps",
-    "order_imbalance",
-    "rsi_14",
-    "macd_signal",
-    "bollinger_position",
-    "atr_14",
-    "vwap_distance",
-    "time_of_day",
-)
+# The names this module computes, in its row order: the settings' default feature list.
+FEATURE_NAMES = DEFAULT_FEATURES
 LONG = 60  # the longest window: return_1h, volatility_1h, volume_ratio_1h
 WARMUP_BARS = LONG + 1  # volatility_1h needs 60 one-bar returns, so 61 bars
 RSI_PERIOD = 14
