@@ -196,6 +196,12 @@ async def swap(models: ModelInstaller, paths: Sequence[Path]) -> Window:
     """Swap in whichever of `paths` is not serving; the window it took."""
     brain = models.brain
     path = not_serving(brain, paths)
+    if models.layout.is_private(path):
+        # As the sync pipeline hands over a freshly extracted file, which the install takes
+        # (moves) into its staging: a copy made here, before the timed window.
+        fresh = path.with_name(f"{path.stem}.{time.monotonic_ns()}{path.suffix}")
+        shutil.copyfile(path, fresh)
+        path = fresh
     started = time.perf_counter()
     result = await models.swap_in([Candidate(brain.settings.decision_slot, path)])
     ended = time.perf_counter()

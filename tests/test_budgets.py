@@ -134,7 +134,7 @@ async def test_stopping_the_host_stops_a_validation_in_flight(
 
 @pytest.mark.parametrize(
     ("hostile", "said"),
-    [({"nan_above": 10.0}, "is not finite"), ({"wide_above": 10.0}, "output shape [1, 5]")],
+    [({"nan_above": 10.0}, "is not a distribution"), ({"wide_above": 10.0}, "output shape [1, 5]")],
 )
 async def test_a_bad_output_on_real_rows_is_a_hold_and_marks_the_model_unhealthy(
     hostile: dict[str, Any], said: str, models: ModelInstaller, tmp_path: Path, logs: list[str]

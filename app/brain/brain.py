@@ -11,7 +11,6 @@ install transaction's job (``app/install``), which calls these public methods; t
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,8 @@ from app.settings import BrainSettings
 _HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-io")
 # Decisions by a model too slow to run on the event loop, one at a time, in order.
 _DECIDING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decide")
-_isfinite = math.isfinite
+# Probabilities sum to 1; validation allows 1e-3 of rounding, and so does every decision.
+_SUM_LOW, _SUM_HIGH = 1 - 1e-3, 1 + 1e-3
 
 _FLOAT32 = np.dtype(np.float32)
 
@@ -83,6 +83,7 @@ class TradingBrain:
         )
         self._validations = Validations()
         self._unhealthy: dict[str, str] = {}  # slot -> why its serving model's output is bad
+        self._slow: set[str] = set()  # models (by SHA-256) that decide in a worker thread
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -224,16 +225,18 @@ class TradingBrain:
                 raise ValueError(f"expected {self._row_shape[1]} features, got {row.shape[1]}")
         feed = snapshot.decision
         output = feed.session.run(feed.output_names, {feed.input_name: row})[0]
-        # Unpacking checks the shape ([1, 3]) and one sum checks finiteness (NaN or an infinity
-        # makes it non-finite): together cheaper than asking numpy, and free when all is well.
+        # Unpacking checks the shape ([1, 3]), and one comparison of the sum checks that it is
+        # a distribution (NaN and infinities fail it too): cheaper than asking numpy, and free
+        # when all is well.
         try:
             (probabilities,) = output.tolist()
             sell, hold, buy = probabilities
-            finite = _isfinite(sell + hold + buy)
-        except (ValueError, TypeError):
-            return self._invalid(snapshot, f"output shape {list(output.shape)}, expected [1, 3]")
-        if not finite:
-            return self._invalid(snapshot, f"output {probabilities} is not finite")
+            total = sell + hold + buy
+        except (ValueError, TypeError, AttributeError):
+            shape = list(getattr(output, "shape", ()))
+            return self._invalid(snapshot, f"output shape {shape}, expected [1, 3]")
+        if not _SUM_LOW < total < _SUM_HIGH:
+            return self._invalid(snapshot, f"output {probabilities} is not a distribution")
         action, confidence = choose_action(probabilities, self._threshold)
         decision = Decision(action, confidence, (sell, hold, buy), snapshot.versions)
         if observer is not None:
@@ -256,11 +259,37 @@ class TradingBrain:
     async def decide_async(self, features: Sequence[float] | np.ndarray[Any, Any]) -> Decision:
         """:meth:`decide`, in a worker thread when the model is too slow for the event loop."""
         snapshot = self._snapshot
-        seconds = None if snapshot is None else snapshot.decision.model.decision_seconds
-        if seconds is None or seconds <= self._inline_seconds:
-            return self.decide(features)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_DECIDING, self.decide, features)
+        if snapshot is None:
+            return self.decide(features)  # raises: not loaded
+        model = snapshot.decision.model
+        measured = model.decision_seconds
+        if measured is not None and measured > self._inline_seconds:
+            self._slow.add(model.sha256)
+        started = time.perf_counter()
+        if model.sha256 in self._slow:
+            loop = asyncio.get_running_loop()
+            decision = await loop.run_in_executor(_DECIDING, self.decide, features)
+        else:
+            decision = self.decide(features)
+        self._judge_latency(model, time.perf_counter() - started)
+        return decision
+
+    def _judge_latency(self, model: LoadedModel, seconds: float) -> None:
+        """A model slower on the market than at warm-up: off the event loop from now on, and
+        unhealthy when over the decision budget."""
+        if seconds > self._inline_seconds and model.sha256 not in self._slow:
+            self._slow.add(model.sha256)
+            logger.warning(
+                f"⚠️ [BRAIN] {model.slot} version {model.version} took {seconds * 1e3:.1f} ms "
+                "to decide: its decisions run in a worker thread from now on"
+            )
+        budget = self._budget.max_decision_seconds
+        if budget is not None and seconds > budget and model.slot not in self._unhealthy:
+            self._unhealthy[model.slot] = (
+                f"version {model.version}: a decision took {seconds * 1e3:.1f} ms, over "
+                f"brain.max_decision_ms ({budget * 1e3:g} ms)"
+            )
+            logger.error(f"❌ [BRAIN] {model.slot} {self._unhealthy[model.slot]}")
 
     # -- the seed's ReloadModelsAsync ------------------------------------------------------
 

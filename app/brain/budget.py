@@ -48,10 +48,6 @@ class Validations:
             for options in self._live:
                 options.terminate = True
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
     @contextmanager
     def running(self, budget: Budget, started: float) -> Iterator[Any]:
         """RunOptions for the warm-up of a validation that `started` (monotonic) at that time.
@@ -60,6 +56,9 @@ class Validations:
         """
         options = ort.RunOptions()
         options.log_severity_level = 4
+        # What a candidate's warm-up took from the arena goes back once it is done (a refused
+        # graph that asked for gigabytes must not leave them resident).
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         timer = None
         if budget.timeout_seconds is not None:
             left = max(0.0, started + budget.timeout_seconds - time.monotonic())

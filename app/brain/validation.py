@@ -95,7 +95,9 @@ def validate_model(
             check_probabilities(session, signature, width, run_options)
             if warmup_rows is not None and len(warmup_rows):
                 warm_up_on_recorded(session, signature, warmup_rows, width, run_options)
-            latency = decision_seconds(session, signature, width, run_options, LATENCY_RUNS)
+            latency = decision_seconds(
+                session, signature, width, run_options, runs=LATENCY_RUNS, recorded=warmup_rows
+            )
     if latency is not None:
         check_latency(limits, latency)
     metadata = session.get_modelmeta().custom_metadata_map

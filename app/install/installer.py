@@ -33,6 +33,7 @@ from app.brain.validation import check_file
 from app.errors import AppError, ModelError, ModelsDirectoryLocked
 from app.fsutil import sha256_of_file
 from app.install.backups import backups_of, next_backup_name, parse_backup_name
+from app.install.journal import read_journal
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
 from app.install.records import BackupRecord, Origin, Provenance, Records
@@ -144,11 +145,18 @@ class ModelInstaller:
                 if freed:
                     logger.info(f"🧹 [MODEL-RELOAD] Removed {freed} bytes of unfinished work")
                 _break_shared_inodes(self.layout, actives)
+                for slot in self._settings.brain.slots:
+                    self._prune_backups(slot)  # one an interrupted install did not finish
                 self._drop_orphan_records()
+        # Read-only, after a crash mid-install: what a writing start will have put back.
+        restored = {} if recover_first else self._files_a_recovery_restores()
         models: dict[str, LoadedModel] = {}
         for slot, path in zip(self._settings.brain.slots, actives, strict=True):
+            source = restored.get(path, path)
             try:
-                models[slot] = self._brain.load_model(slot, path, serving=None, alongside=models)
+                models[slot] = self._brain.load_model(
+                    slot, source, serving=None, installed_at=path, alongside=models
+                )
             except ModelError as error:
                 refuse = strict and self._settings.models.on_bad_active == "refuse"
                 fallback = None if refuse else self._fall_back(slot, path, error, models)
@@ -156,6 +164,23 @@ class ModelInstaller:
                     raise ModelError(f"slot {slot!r} cannot start from {path}: {error}") from None
                 models[slot] = fallback
         return self._brain.publish(models)
+
+    def _files_a_recovery_restores(self) -> dict[Path, Path]:
+        """Final path -> the file recovery would put back there, from an interrupted install."""
+        try:
+            journal = read_journal(self.layout)
+        except ValueError:
+            return {}
+        if journal is None:
+            return {}
+        logger.warning(
+            "⚠️ [MODEL-RELOAD] An install was interrupted; showing what the next start restores"
+        )
+        return {
+            self.layout.path_of(entry.final): self.layout.path_of(entry.previous)
+            for entry in journal.entries
+            if entry.previous is not None and self.layout.path_of(entry.previous).exists()
+        }
 
     def _clear_sync_scratch(self) -> int:
         try:
@@ -173,9 +198,15 @@ class ModelInstaller:
         for backup in self.backups(slot):
             if not self._backup_is_intact(backup):
                 continue
+            record = self.records.backup(backup.name)
             try:
                 model = self._brain.load_model(
-                    slot, backup, serving=None, installed_at=path, alongside=loaded
+                    slot,
+                    backup,
+                    serving=None,
+                    version=None if record is None else record.version,
+                    installed_at=path,
+                    alongside=loaded,
                 )
             except ModelError:
                 continue
@@ -279,7 +310,7 @@ class ModelInstaller:
                     self._brain.publish({slot: current.models[slot] for slot in prepared})
                 raise
             for slot in installed:
-                self._prune_backups(slot)
+                self._prune_backups(slot, made=backups.get(slot))
         return installed, backups
 
     def _catch_up(self, slots: Sequence[str]) -> BrainSnapshot:
@@ -311,10 +342,14 @@ class ModelInstaller:
         """Validated models for the candidates that differ from what already serves."""
         prepared = {}
         for candidate in candidates:
-            staged = transaction.stage_copy(candidate.path, suffix=".onnx")
+            trusted = self.layout.is_private(candidate.path)
+            staged = (
+                transaction.stage_move(candidate.path, suffix=".onnx")
+                if trusted
+                else transaction.stage_copy(candidate.path, suffix=".onnx")
+            )
             flushed = _FLUSHING.submit(transaction.make_durable, staged)
             serving = current.models[candidate.slot]
-            trusted = self.layout.is_private(candidate.path)
             try:
                 model = self._brain.load_model(
                     candidate.slot,
@@ -326,7 +361,7 @@ class ModelInstaller:
                 )
             finally:
                 flushed.result()
-            if model.sha256 == serving.sha256 and serving.fallback_reason is None:
+            if model.sha256 == serving.sha256 and self._active_is_serving(serving):
                 logger.info(f"✅ [MODEL-RELOAD] {candidate.slot} already serves this model")
                 continue
             transaction.place(staged, serving.path, model.sha256)
@@ -351,7 +386,13 @@ class ModelInstaller:
                 name = next_backup_name(slot, now, taken)
                 taken.append(name)
                 backup = self.layout.backup_dir / name
-                transaction.back_up(serving.path, backup)
+                if _shared(serving.path):
+                    # A link, or a file with other names (the user's `ln`): its bytes may be
+                    # rewritten through them, so the backup gets bytes of its own.
+                    copy = transaction.stage_copy(serving.path, suffix=".onnx")
+                    transaction.place(copy, backup, serving.sha256)
+                else:
+                    transaction.back_up(serving.path, backup)
                 record = BackupRecord(
                     name=name,
                     slot=slot,
@@ -439,11 +480,22 @@ class ModelInstaller:
             if not (self.layout.backup_dir / record.stem).exists():
                 record.unlink(missing_ok=True)
 
-    def _prune_backups(self, slot: str) -> None:
-        """Delete `slot`'s recorded backups beyond the newest ``models.backup_retention``."""
+    def _prune_backups(self, slot: str, *, made: Path | None = None) -> None:
+        """Delete `slot`'s recorded backups beyond the newest ``models.backup_retention``, but
+        never the newest intact one. `made`: the backup this install just took of the model
+        that served (intact by construction, so nothing needs hashing)."""
         keep = self._settings.models.backup_retention
         recorded = [path for path in self.backups(slot) if self.records.backup(path.name)]
-        for path in recorded[keep:]:
+        if len(recorded) <= keep:
+            return
+        kept = set(recorded[:keep])
+        if made is None or made not in kept:
+            newest_intact = next((p for p in recorded if self._backup_is_intact(p)), None)
+            if newest_intact is not None:
+                kept.add(newest_intact)
+        for path in recorded:
+            if path in kept:
+                continue
             path.unlink(missing_ok=True)  # the file first: a crash leaves an orphan record,
             self.layout.backup_record_file(path.name).unlink(missing_ok=True)  # dropped at start
 
@@ -573,6 +625,12 @@ class ModelInstaller:
     def _load_from_disk(self, slot: str) -> LoadedModel:
         serving = self._brain.snapshot.models[slot]
         return self._brain.load_model(slot, serving.path, serving=serving)
+
+
+def _shared(path: Path) -> bool:
+    """True for a symbolic link, or a file that has other names than this one."""
+    stat = path.lstat()
+    return path.is_symlink() or stat.st_nlink > 1
 
 
 def _check_candidates(candidates: Sequence[Candidate], current: BrainSnapshot) -> None:

@@ -120,6 +120,8 @@ def read_journal(layout: ModelsLayout) -> Journal | None:
         raw = layout.journal.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as error:  # a folder, unreadable: not a journal this program wrote
+        raise UntrustedJournal(f"unreadable install journal ({error.strerror})") from None
     try:
         journal = Journal.from_json(raw)
     except (ValueError, KeyError, TypeError, AttributeError) as error:

@@ -150,11 +150,19 @@ class ModelsLayout:
         return self.backup_records_dir / f"{backup_name}.json"
 
     def relative(self, path: Path) -> PurePosixPath | None:
-        """`path` relative to the models directory, or None when it lies outside."""
+        """`path` relative to the models directory, or None when it lies outside.
+
+        By name: a symbolic link is the link, not what it points to (an active file may be one).
+        """
         try:
-            return PurePosixPath(path.resolve().relative_to(self.root.resolve()).as_posix())
+            named = path.absolute().relative_to(self.root.absolute())
         except ValueError:
             return None
+        return PurePosixPath(named.as_posix())
+
+    def holds(self, path: Path) -> bool:
+        """True when `path`'s folder really is inside the models directory (no link leads out)."""
+        return path.parent.resolve().is_relative_to(self.root.resolve())
 
     def is_private(self, path: Path) -> bool:
         """True for files only this project writes and nothing rewrites in place (scratch)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -30,7 +31,15 @@ class DirectoryLock:
 
     def __init__(self, lock_path: Path, *, wait_seconds: float = 0) -> None:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the pid written below would land in someone's file
+            self._fd: int | None = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise ModelsDirectoryLocked(
+                f"{lock_path} cannot be a lock file ({error.strerror}); remove it"
+            ) from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise ModelsDirectoryLocked(f"{lock_path} is not a regular file; remove it")
         deadline = time.monotonic() + wait_seconds
         while True:
             try:

@@ -79,6 +79,16 @@ class Transaction:
         shutil.copyfile(source, staged)  # sendfile on Linux: one call, no GIL round trips
         return staged
 
+    def stage_move(self, source: Path, *, suffix: str = "") -> Path:
+        """Take `source`, a scratch file of this project's (an extracted model), into staging.
+
+        Moved, not linked: once installed, the active file then has no other name, so a later
+        backup of it can be its own inode rather than a copy.
+        """
+        staged = self._new_path(suffix)
+        source.replace(staged)
+        return staged
+
     def make_durable(self, staged: Path) -> None:
         """Flush a staged file now (callers overlap it with validation)."""
         fsync_file(staged)
@@ -170,21 +180,41 @@ class Transaction:
         self._drop_folder()
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.lstat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
 def undo(layout: ModelsLayout, journal: Journal) -> None:
-    """Put every file of `journal` back as it was before its install, then drop the journal."""
+    """Put every file of `journal` back as it was before its install, then drop the journal.
+
+    Only inside the models directory: a path whose folder a link leads elsewhere is left alone.
+    A backup is removed only when it is a name of a file the install replaced (the journal's
+    own `previous` links), so a journal can never make an older backup go.
+    """
+    replaced = set()
     for entry in reversed(journal.entries):
         final = layout.path_of(entry.final)
+        if not layout.holds(final):
+            logger.error(f"❌ [MODEL-RELOAD] Not restoring {final}: its folder leads outside")
+            continue
         if entry.previous is not None:
             previous = layout.path_of(entry.previous)
-            if previous.exists():
+            if (identity := _identity(previous)) is not None and layout.holds(previous):
+                replaced.add(identity)
                 # Back to the file it held (a no-op if the rename had not happened yet).
                 previous.replace(final)
-        elif final.exists() and sha256_of_file(final) == entry.sha256:
+        elif final.is_file() and sha256_of_file(final) == entry.sha256:
             final.unlink()  # a file the install added
         if final.parent.exists():
             fsync_directory(final.parent)
-    for backup in journal.backups:
-        layout.path_of(backup).unlink(missing_ok=True)
+    for name in journal.backups:
+        backup = layout.path_of(name)
+        if layout.holds(backup) and _identity(backup) in replaced:
+            backup.unlink()
     if layout.backup_dir.exists():
         fsync_directory(layout.backup_dir)
     layout.journal.unlink(missing_ok=True)
