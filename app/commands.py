@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import sys
+from collections.abc import Collection
 from typing import Any
 
 from app.brain.brain import TradingBrain
@@ -161,12 +162,18 @@ def _report(result: SwapResult, verb: str) -> int:
     return EXIT_OK
 
 
+def _unknown_slot(slots: Collection[str], slot: str) -> str | None:
+    if slot in slots:
+        return None
+    return f"unknown slot {slot!r} (slots: {', '.join(sorted(slots))})"
+
+
 async def install(container: Application, args: argparse.Namespace) -> int:
     """Validate a model file and hot-swap it in; a running host picks it up from disk."""
     models = await _started(container)
     slot = args.slot or models.brain.settings.decision_slot
-    if slot not in models.brain.settings.slots:
-        print(f"refused: unknown slot {slot!r}", file=sys.stderr)
+    if (unknown := _unknown_slot(models.brain.settings.slots, slot)) is not None:
+        print(f"refused: {unknown}", file=sys.stderr)
         return EXIT_FAILED
     origin = Origin(source="cli", artifact_name=args.path.name)
     try:
@@ -178,6 +185,10 @@ async def install(container: Application, args: argparse.Namespace) -> int:
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:
     """Restore a backup through the validated install path."""
+    settings: Settings = container.config()
+    if args.slot is not None and (unknown := _unknown_slot(settings.brain.slots, args.slot)):
+        print(f"refused: {unknown}", file=sys.stderr)
+        return EXIT_FAILED
     await _started(container)
     installer: ArtifactInstaller = container.core.installer()
     try:

@@ -7,6 +7,7 @@
     ├── ModelsDirectoryLocked     another process is writing to the models directory
     ├── InsufficientDiskSpace     no room on the disk (ENOSPC, or too little free space to
     │                             start): the host's state, not the artifact's, so tried again
+    ├── OpsServerUnavailable      the ops server cannot listen (port in use, not allowed)
     ├── UpstreamError             GitHub or the blob host failed us
     │   ├── AuthenticationError   401, or 403 without rate-limit signs: not retried
     │   ├── RateLimited           403/429 with retry-after or x-ratelimit-remaining: 0
@@ -39,6 +40,10 @@ class ModelsDirectoryLocked(AppError):
 
 class InsufficientDiskSpace(AppError):
     """The disk is full or too full to start: transient, whatever artifact was being handled."""
+
+
+class OpsServerUnavailable(AppError):
+    """The ops HTTP server cannot listen on its address (the port is in use, for one)."""
 
 
 class UpstreamError(AppError):
