@@ -7,6 +7,7 @@
     ├── ModelsDirectoryLocked     another process is writing to the models directory
     ├── InsufficientDiskSpace     no room on the disk (ENOSPC, or too little free space to
     │                             start): the host's state, not the artifact's, so tried again
+    ├── HostAlreadyRunning        another host serves the same models directory
     ├── OpsServerUnavailable      the ops server cannot listen (port in use, not allowed)
     ├── UpstreamError             GitHub or the blob host failed us
     │   ├── AuthenticationError   401, or 403 without rate-limit signs: not retried
@@ -40,6 +41,10 @@ class ModelsDirectoryLocked(AppError):
 
 class InsufficientDiskSpace(AppError):
     """The disk is full or too full to start: transient, whatever artifact was being handled."""
+
+
+class HostAlreadyRunning(AppError):
+    """Another long-running host holds the models directory's host lock."""
 
 
 class OpsServerUnavailable(AppError):
