@@ -152,7 +152,7 @@ def describe_os_error(error: OSError) -> str:
 
 def _failed(reason: str) -> int:
     reason = " ".join(reason.split())
-    logger.error(f"❌ {reason}")
+    logger.bind(outcome="failed", reason=reason).error(f"❌ {reason}")
     print(f"error: {reason}", file=sys.stderr)
     return EXIT_FAILED
 
