@@ -17,7 +17,7 @@ import aiohttp
 
 import app
 from app.brain.brain import TradingBrain
-from app.containers import model_store, resolve
+from app.containers import resolve
 from app.settings import Settings
 from tests.conftest import ROOT
 from tests.fakes.github import FakeGitHub
@@ -92,7 +92,7 @@ async def test_the_readme_embedding_example_runs(fake: FakeGitHub, models_dir: P
             yield session
 
     def make_my_brain(config: Settings) -> TradingBrain:
-        return TradingBrain(config.brain, model_store(config))
+        return TradingBrain(config.brain)
 
     # The names the example leaves to its reader: the settings, a session, a brain.
     namespace: dict[str, Any] = {
@@ -106,7 +106,7 @@ async def test_the_readme_embedding_example_runs(fake: FakeGitHub, models_dir: P
     await host.init_resources()
     try:
         brain: TradingBrain = host.brain()
-        await brain.start()
+        await (await resolve(host.core.models)).start()  # loads the brain from models/
         sync: app.CloudModelSynchronizationService = await resolve(host.core.sync)
         report = await sync.synchronize_models(force=True)
     finally:
