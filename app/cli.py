@@ -26,6 +26,7 @@ from app.commands import EXIT_FAILED, EXIT_USAGE
 from app.containers import Application
 from app.errors import AppError, ConfigurationError
 from app.logs import configure_logging
+from app.process import caused_by_interrupt
 from app.settings import DEFAULT_SETTINGS_FILE, Settings, load_settings, settings_file
 
 EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
@@ -137,6 +138,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as error:
         return _failed(describe_os_error(error))
     except Exception as error:  # a bug: still one line for the user, the traceback in the log
+        if caused_by_interrupt(error):
+            return EXIT_INTERRUPTED
         logger.opt(exception=error).debug("unexpected error")
         return _failed(
             f"unexpected {type(error).__name__}: {error} "

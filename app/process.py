@@ -52,6 +52,17 @@ def restore_interrupts() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether Ctrl-C is behind `error`: a C extension interrupted while it initialises (numpy,
+    onnxruntime) raises ImportError from the KeyboardInterrupt."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def settle_heap() -> None:
     """Collect once, then freeze everything alive: start-up objects are never walked again."""
     gc.collect()
