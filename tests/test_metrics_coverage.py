@@ -24,6 +24,7 @@ from app.services.observers import observe_brain
 from tests.artifacts import model_artifact
 from tests.conftest import make_settings
 from tests.metrics import labels_of, parse_metrics, value
+from tests.onnx_models import decision_model, save
 
 SLOT = "unified_brain"
 
@@ -74,9 +75,9 @@ async def test_every_swap_and_refusal_is_counted_by_source(
     assert not await brain.reload_models(model_file("wide.onnx", n_features=5))
     assert (await observed.rollback()).ok
 
-    assert swaps(monitoring, outcome="installed", source="cli") == 1
-    assert swaps(monitoring, outcome="refused", source="cli") == 1
-    assert swaps(monitoring, outcome="installed", source="rollback") == 1
+    assert swaps(monitoring, outcome="installed", source="cli", reason="ok") == 1
+    assert swaps(monitoring, outcome="refused", source="cli", reason="incompatible") == 1
+    assert swaps(monitoring, outcome="installed", source="rollback", reason="ok") == 1
 
 
 async def test_a_model_picked_up_from_disk_is_counted(
@@ -90,7 +91,7 @@ async def test_a_model_picked_up_from_disk_is_counted(
 
     assert await observed.refresh_from_disk() == [SLOT]
 
-    assert swaps(monitoring, outcome="installed", source="disk") == 1
+    assert swaps(monitoring, outcome="installed", source="disk", reason="ok") == 1
     metrics = scrape(monitoring)
     # Not timed by the brain: the reload histogram keeps only reloads it measured.
     assert value(metrics, "trading_brain_reload_seconds_count", outcome="installed") == 0
@@ -106,7 +107,7 @@ async def test_a_model_refused_from_disk_is_counted(
 
     assert await observed.refresh_from_disk() == []
 
-    assert swaps(monitoring, outcome="refused", source="disk") == 1
+    assert swaps(monitoring, outcome="refused", source="disk", reason="incompatible") == 1
 
 
 # -- the inbox -----------------------------------------------------------------------------------
@@ -146,3 +147,28 @@ async def test_inbox_installs_and_rejections_are_counted(
         value(metrics, "model_sync_artifacts_total", outcome="rejected", reason="checksum_mismatch")
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (lambda path: path.write_bytes(b"not a model" * 10), "load_failed"),
+        (lambda path: save(decision_model(nan_output=True), path), "invalid_output"),
+        (lambda path: save(decision_model(n_features=8), path), "incompatible"),
+    ],
+    ids=["not onnx", "nan output", "wrong width"],
+)
+async def test_a_refusal_is_counted_under_the_check_it_failed(
+    observed: ModelInstaller,
+    brain: TradingBrain,
+    monitoring: ProductionMonitoringService,
+    tmp_path: Path,
+    build: Any,
+    reason: str,
+) -> None:
+    path = tmp_path / "bad.onnx"
+    build(path)
+
+    assert not await brain.reload_models(path)
+
+    assert swaps(monitoring, outcome="refused", source="cli", reason=reason) == 1

@@ -15,7 +15,8 @@ model_sync_github_rate_limit_remaining      gauge      (absent until GitHub has 
 model_sync_circuit_breaker_state            gauge      operation; 0 closed, 1 half_open, 2 open
 model_sync_last_success_timestamp_seconds   gauge      (unix time; absent until a cycle completes)
 trading_brain_swaps_total                   counter    outcome: installed | refused;
-                                                       source: a value of :data:`SWAP_SOURCES`
+                                                       source: a value of :data:`SWAP_SOURCES`;
+                                                       reason: ``ok``, or the refusal's code
 trading_brain_reload_seconds                histogram  outcome: installed | refused (the reloads
                                                        the brain timed: not those from disk)
 trading_brain_decisions_total               counter    action (the brain's own, bounded, actions)
@@ -51,6 +52,8 @@ from prometheus_client.registry import Collector
 
 # written, dropped, write errors, pending: what the decision journal has done so far.
 JournalCounter = Callable[[], tuple[int, int, int, int]]
+
+from app.errors import AppError
 
 SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
 ArtifactOutcome = Literal["installed", "rejected", "skipped"]
@@ -89,6 +92,19 @@ _DOWNLOAD_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Decisions take tens to hundreds of microseconds; the default buckets start at 5 ms.
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+def refusal_reason(error: BaseException | None) -> str:
+    """The reason code of a refusal, from its error's type (never its text).
+
+    An error of this package names its own code (``AppError.reason_code``); an ``OSError`` while
+    staging, backing up or installing is ``install_failed``; anything else is ``other``.
+    """
+    if isinstance(error, AppError):
+        return error.reason_code
+    if isinstance(error, OSError):
+        return "install_failed"
+    return _OTHER
 
 
 def artifact_outcome(outcome: str) -> ArtifactOutcome:
@@ -148,8 +164,8 @@ class ProductionMonitoringService:
         )
         self._swaps = Counter(
             "trading_brain_swaps",
-            "Models swapped in or refused by the brain, by outcome and source.",
-            ["outcome", "source"],
+            "Models swapped in or refused by the brain, by outcome, source and reason code.",
+            ["outcome", "source", "reason"],
             registry=registry,
         )
         self._reload_seconds = Histogram(
@@ -236,11 +252,13 @@ class ProductionMonitoringService:
             seconds
         )
 
-    def record_swap(self, outcome: ReloadOutcome, source: str) -> None:
-        """Count one model swapped in or refused; ``source`` is one of :data:`SWAP_SOURCES`."""
+    def record_swap(self, outcome: ReloadOutcome, source: str, reason: str = "ok") -> None:
+        """Count one model swapped in or refused; ``source`` is one of :data:`SWAP_SOURCES`,
+        ``reason`` a code of :data:`ARTIFACT_REASONS` (see :func:`refusal_reason`)."""
         self._swaps.labels(
             outcome=_bounded(outcome, get_args(ReloadOutcome)),
             source=_bounded(source, SWAP_SOURCES),
+            reason=_bounded(reason, ARTIFACT_REASONS),
         ).inc()
 
     def record_decision(self, action: str, seconds: float) -> None:

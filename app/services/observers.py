@@ -7,7 +7,11 @@ from datetime import UTC, datetime
 from app.brain.models import SwapEvent
 from app.install.installer import ModelInstaller, SwapListener
 from app.services.alerts import EmailAlerts
-from app.services.monitoring import ProductionMonitoringService, ReloadOutcome
+from app.services.monitoring import (
+    ProductionMonitoringService,
+    ReloadOutcome,
+    refusal_reason,
+)
 
 
 def swap_listener(
@@ -21,7 +25,8 @@ def swap_listener(
             outcome: ReloadOutcome = "installed" if result.ok else "refused"
             # Every swap and refusal, whatever its source; only timed reloads in the histogram
             # (the brain does not time a model it picks up from disk).
-            monitoring.record_swap(outcome, event.source)
+            reason = "ok" if result.ok else refusal_reason(result.error)
+            monitoring.record_swap(outcome, event.source, reason)
             if event.kind != "refreshed":
                 monitoring.record_reload(outcome, result.seconds)
         if alerts is None:
