@@ -50,10 +50,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.errors import AppError
+
 # written, dropped, write errors, pending: what the decision journal has done so far.
 JournalCounter = Callable[[], tuple[int, int, int, int]]
-
-from app.errors import AppError
 
 SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
 ArtifactOutcome = Literal["installed", "rejected", "skipped"]
