@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import sys
+from collections.abc import Collection
 from typing import Any
 
 from app.brain.brain import TradingBrain
@@ -14,6 +15,7 @@ from app.brain.models import Candidate, SwapResult
 from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
+from app.host_lock import HostLock
 from app.install.installer import ModelInstaller
 from app.install.records import Origin
 from app.ops import OpsServer
@@ -102,6 +104,7 @@ def _first_feature_row(settings: Settings) -> list[float]:
 async def run(container: Application, _args: argparse.Namespace) -> int:
     """The long-running host: decisions, model watch, cloud sync, inbox, ops server."""
     settings: Settings = container.config()
+    host_lock = HostLock(settings.models_dir)  # one host per models directory, until it stops
     try:
         await _start_resources(container)
         models = await _started(container, strict=True)
@@ -127,6 +130,7 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
                 await ops.stop()
     finally:
         await _shutdown(container)
+        host_lock.release()
     return EXIT_OK
 
 
@@ -161,12 +165,18 @@ def _report(result: SwapResult, verb: str) -> int:
     return EXIT_OK
 
 
+def _unknown_slot(slots: Collection[str], slot: str) -> str | None:
+    if slot in slots:
+        return None
+    return f"unknown slot {slot!r} (slots: {', '.join(sorted(slots))})"
+
+
 async def install(container: Application, args: argparse.Namespace) -> int:
     """Validate a model file and hot-swap it in; a running host picks it up from disk."""
     models = await _started(container)
     slot = args.slot or models.brain.settings.decision_slot
-    if slot not in models.brain.settings.slots:
-        print(f"refused: unknown slot {slot!r}", file=sys.stderr)
+    if (unknown := _unknown_slot(models.brain.settings.slots, slot)) is not None:
+        print(f"refused: {unknown}", file=sys.stderr)
         return EXIT_FAILED
     origin = Origin(source="cli", artifact_name=args.path.name)
     try:
@@ -178,6 +188,10 @@ async def install(container: Application, args: argparse.Namespace) -> int:
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:
     """Restore a backup through the validated install path."""
+    settings: Settings = container.config()
+    if args.slot is not None and (unknown := _unknown_slot(settings.brain.slots, args.slot)):
+        print(f"refused: {unknown}", file=sys.stderr)
+        return EXIT_FAILED
     await _started(container)
     installer: ArtifactInstaller = container.core.installer()
     try:

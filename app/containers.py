@@ -171,13 +171,17 @@ def sync_service(
 
 
 def local_inbox(
-    settings: Settings, installer: ArtifactInstaller, sync: CloudModelSynchronizationService
+    settings: Settings,
+    installer: ArtifactInstaller,
+    sync: CloudModelSynchronizationService,
+    monitoring: ProductionMonitoringService | None = None,
 ) -> LocalInbox:
     return LocalInbox(
         settings.models_dir,
         installer,
         sync,
         poll_seconds=settings.cloud_sync.inbox_poll_seconds,
+        monitoring=monitoring,
     )
 
 
@@ -211,7 +215,7 @@ class Core(containers.DeclarativeContainer):
         resilience=resilience,
         monitoring=monitoring,
     )
-    inbox = providers.Singleton(local_inbox, config, installer, sync)
+    inbox = providers.Singleton(local_inbox, config, installer, sync, monitoring)
     webhooks = providers.Singleton(WebhookDispatcher, config, sync)
 
 

@@ -7,6 +7,8 @@
     ├── ModelsDirectoryLocked     another process is writing to the models directory
     ├── InsufficientDiskSpace     no room on the disk (ENOSPC, or too little free space to
     │                             start): the host's state, not the artifact's, so tried again
+    ├── HostAlreadyRunning        another host serves the same models directory
+    ├── OpsServerUnavailable      the ops server cannot listen (port in use, not allowed)
     ├── UpstreamError             GitHub or the blob host failed us
     │   ├── AuthenticationError   401, or 403 without rate-limit signs: not retried
     │   ├── RateLimited           403/429 with retry-after or x-ratelimit-remaining: 0
@@ -17,16 +19,28 @@
     │   ├── ArtifactTooLarge      over a size, count or compression-ratio limit
     │   ├── ChecksumMismatch
     │   └── UnsafeDownloadLocation  its download redirects to anything but https
-    └── ModelError                a model file cannot serve: unreadable, incompatible, bad output
+    ├── ModelError                a model file cannot serve: unreadable, incompatible, bad output
+    │   ├── ModelLoadFailed       not a file ONNX Runtime can build a session from
+    │   ├── ModelIncompatible     its inputs or outputs do not fit the slot
+    │   └── ModelOutputInvalid    the warm-up output is not finite, not shaped as declared, or
+    │                             not probabilities
+    └── InstallFailed             backing up or installing the files failed (the disk, not the
+                                  model)
 
-Each carries what a user needs to act on it in its message; secrets never appear in one.
+Each carries what a user needs to act on it in its message; secrets never appear in one. Each
+class also names the metric reason code its refusals are counted under (``reason_code``, one of
+``app.services.monitoring.ARTIFACT_REASONS``), so the code follows from the type, never the text.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class AppError(Exception):
     """Base of every error raised on purpose by this package."""
+
+    reason_code: ClassVar[str] = "other"
 
 
 class ConfigurationError(AppError):
@@ -41,8 +55,18 @@ class InsufficientDiskSpace(AppError):
     """The disk is full or too full to start: transient, whatever artifact was being handled."""
 
 
+class HostAlreadyRunning(AppError):
+    """Another long-running host holds the models directory's host lock."""
+
+
+class OpsServerUnavailable(AppError):
+    """The ops HTTP server cannot listen on its address (the port is in use, for one)."""
+
+
 class UpstreamError(AppError):
     """A remote service (GitHub's API, the artifact blob host) failed."""
+
+    reason_code = "download_failed"
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -64,6 +88,8 @@ class RateLimited(UpstreamError):
 class ArtifactExpired(UpstreamError):
     """The artifact is gone (410, or listed as expired)."""
 
+    reason_code = "expired"
+
 
 class UntrustedAnswer(UpstreamError):
     """A server's answer went past a bound this package puts on any answer (size, pages)."""
@@ -72,13 +98,19 @@ class UntrustedAnswer(UpstreamError):
 class ArtifactError(AppError):
     """The artifact's content is unacceptable; it is rejected and not downloaded again."""
 
+    reason_code = "unsafe_archive"
+
 
 class ArtifactTooLarge(ArtifactError):
     """Over a configured limit: bytes, members, inflated size, compression ratio, free disk."""
 
+    reason_code = "too_large"
+
 
 class ChecksumMismatch(ArtifactError):
     """A declared SHA-256 does not match the bytes."""
+
+    reason_code = "checksum_mismatch"
 
 
 class ModelError(AppError):
@@ -87,3 +119,27 @@ class ModelError(AppError):
 
 class UnsafeDownloadLocation(ArtifactError):
     """The artifact's download redirects to a URL that is not https (nor loopback in tests)."""
+
+
+class ModelLoadFailed(ModelError):
+    """Missing, empty, a folder, or a file ONNX Runtime cannot build a session from."""
+
+    reason_code = "load_failed"
+
+
+class ModelIncompatible(ModelError):
+    """The model's inputs or outputs do not fit its slot (names, types, shapes)."""
+
+    reason_code = "incompatible"
+
+
+class ModelOutputInvalid(ModelError):
+    """The warm-up output is not finite, not shaped as declared, or not probabilities."""
+
+    reason_code = "invalid_output"
+
+
+class InstallFailed(AppError):
+    """Backing up or installing the files failed; the model itself may be fine."""
+
+    reason_code = "install_failed"

@@ -1,13 +1,18 @@
 """Logging, configured once by the entry point: loguru sinks, stdlib routed in, secrets redacted.
 
-Human-readable lines by default; one JSON object per line with ``json_lines``. Tracebacks never
-show local variables (``diagnose=False``), and every configured secret is replaced by ``***``
-in everything written as a last line of defence: no code path logs a secret on purpose.
+Human-readable lines by default; one flat JSON object per line with ``json_lines``: ``time``,
+``level``, ``logger``, ``message`` (without the seed's emoji markers), ``exception`` when there
+is one, and every field bound with ``logger.bind`` (slot, version, action, outcome, artifact,
+reason, ...) as a top-level key, so that a log pipeline filters on them without parsing text.
+Tracebacks never show local variables (``diagnose=False``), and every configured secret is
+replaced by ``***`` in everything written as a last line of defence: no code path logs a secret
+on purpose.
 
 Messages quote text that artifacts and servers wrote (a model's version, a member name, an error
 body). Every message is passed through :func:`printable` before it is written, so such text can
 neither start a line of its own (a forged ``✅ [MODEL-RELOAD]``) nor drive the terminal (escape
-sequences that clear the screen or move the cursor).
+sequences that clear the screen or move the cursor). In JSON lines every value is escaped by
+JSON itself.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import json
 import logging
 import re
 import sys
+import traceback
+import unicodedata
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import stamina.instrumentation
 from loguru import logger
@@ -29,6 +36,7 @@ HUMAN_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}"
 # C0 controls (newline, ESC, ...), DEL and C1, line and paragraph separators, and the bidi
 # controls that reorder what a terminal shows.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_JSON_KEY = "_json_line"  # where the JSON format leaves its line for loguru to write
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -43,6 +51,39 @@ def printable(text: str) -> str:
 
 def _printable_message(record: Record) -> None:
     record["message"] = printable(record["message"])
+
+
+def _is_emoji(character: str) -> bool:
+    # The seed's markers (✅ ⚠️ ❌ 🌐 🔄 💾 📈 📧): pictographs, and the joiners that style them.
+    return character in "\ufe0f\u200d" or (
+        ord(character) >= 0x2190 and unicodedata.category(character) == "So"
+    )
+
+
+def without_emoji(message: str) -> str:
+    """`message` without emoji, and without the space that followed a leading marker."""
+    if message.isascii():
+        return message
+    return "".join(c for c in message if not _is_emoji(c)).lstrip()
+
+
+def _json_format(record: Record) -> str:
+    """Loguru format function: the record as one flat JSON object (bound fields top-level)."""
+    fields: dict[str, Any] = {k: v for k, v in record["extra"].items() if k != _JSON_KEY}
+    fields |= {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "logger": record["name"],
+        "message": without_emoji(record["message"]),
+    }
+    if record["exception"] is not None:
+        kind, value, trace = record["exception"]
+        name = kind.__name__ if kind is not None else "Exception"
+        fields["exception"] = f"{name}: {value}"
+        if trace is not None:  # file and line names only: never local variables
+            fields["traceback"] = "".join(traceback.format_exception(kind, value, trace))
+    record["extra"][_JSON_KEY] = json.dumps(fields, default=str)
+    return "{extra[" + _JSON_KEY + "]}\n"
 
 
 class _ToLoguru(logging.Handler):
@@ -94,8 +135,7 @@ def configure_logging(
     logger.add(
         _RedactingStream(stream or sys.stderr, secrets),
         level=level,
-        serialize=json_lines,
-        format=HUMAN_FORMAT,
+        format=_json_format if json_lines else HUMAN_FORMAT,
         backtrace=False,
         diagnose=False,
         colorize=False,

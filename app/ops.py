@@ -26,6 +26,7 @@ before its body is read; a declared length over the limit is refused unread; at 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 from pathlib import PurePath
@@ -36,6 +37,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.brain.health import DecisionHealth
+from app.errors import OpsServerUnavailable
 from app.install.installer import ModelInstaller
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
@@ -127,8 +129,17 @@ class OpsServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.ops.host, self._settings.ops.port)
-        await site.start()
+        host, port = self._settings.ops.host, self._settings.ops.port
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError as error:
+            await self._runner.cleanup()
+            self._runner = None
+            why = "in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+            raise OpsServerUnavailable(
+                f"the ops server cannot listen on {host}:{port}: {why} "
+                "(another host running? choose another ops.port, or OPS__PORT)"
+            ) from None
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self._settings.ops.port
         logger.info(f"🌐 [OPS] Serving on http://{self._settings.ops.host}:{self.port}")

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 
 MALLOC_TUNABLES = "glibc.malloc.hugetlb=1"
+_INTERRUPTS_DEFERRED = "_APP_INTERRUPTS_DEFERRED"
 
 
 def reexec_with_malloc_tunables() -> None:
@@ -31,10 +33,34 @@ def reexec_with_malloc_tunables() -> None:
     if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ:
         return
     os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    # Ctrl-C while the new interpreter starts would print its traceback before any line of
+    # ours runs: it starts with SIGINT ignored, and `restore_interrupts()` takes it back.
+    deferred = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if deferred:
+        os.environ[_INTERRUPTS_DEFERRED] = "1"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - the same command, same interpreter
     except OSError:
+        restore_interrupts()
         return  # cannot re-exec (unusual sandbox): run as is, only slower to free models
+
+
+def restore_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt again, if `reexec_with_malloc_tunables` deferred it."""
+    if os.environ.pop(_INTERRUPTS_DEFERRED, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether Ctrl-C is behind `error`: a C extension interrupted while it initialises (numpy,
+    onnxruntime) raises ImportError from the KeyboardInterrupt."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def settle_heap() -> None:

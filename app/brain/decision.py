@@ -21,6 +21,18 @@ class Decision(NamedTuple):
     probabilities: tuple[float, float, float]
     versions: Mapping[str, str]
 
+    @property
+    def best_action(self) -> Action:
+        """The most probable action, before the confidence threshold turned it into a hold."""
+        return ACTIONS[self.probabilities.index(max(self.probabilities))]
+
+    def describe(self, threshold: float) -> str:
+        """``buy (confidence 0.81)``, or for a hold under the threshold which action it was:
+        ``hold (buy 0.52 < 0.65)``."""
+        if self.confidence < threshold:
+            return f"{self.action} ({self.best_action} {self.confidence:.2f} < {threshold:.2f})"
+        return f"{self.action} (confidence {self.confidence:.2f})"
+
 
 def choose_action(probabilities: Sequence[float], threshold: float) -> tuple[Action, float]:
     """The most probable action and its probability; hold when that is under `threshold`."""

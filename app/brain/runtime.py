@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.brain.signature import ModelSignature, TensorSpec
-from app.errors import ModelError
+from app.errors import ModelError, ModelIncompatible, ModelLoadFailed, ModelOutputInvalid
 
 _PROBE_BATCH = 2  # a batch of two also proves the batch dimension is really dynamic
 
@@ -103,9 +103,9 @@ def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int) ->
     """An ONNX Runtime session on the CPU; any load failure becomes a one-line ModelError."""
     if not path.is_file():
         what = "a directory" if path.is_dir() else "missing"
-        raise ModelError(f"{path} is {what}, not a model file")
+        raise ModelLoadFailed(f"{path} is {what}, not a model file")
     if path.stat().st_size == 0:
-        raise ModelError(f"{path} is empty")
+        raise ModelLoadFailed(f"{path} is empty")
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
@@ -123,7 +123,9 @@ def open_session(path: Path, *, intra_op_threads: int, inter_op_threads: int) ->
         )
     except Exception as error:  # onnxruntime raises several unrelated types for bad files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise ModelError(f"{path.name} cannot be loaded by ONNX Runtime: {first_line}") from None
+        raise ModelLoadFailed(
+            f"{path.name} cannot be loaded by ONNX Runtime: {first_line}"
+        ) from None
 
 
 def _probe_feed(signature: ModelSignature) -> dict[str, np.ndarray[Any, Any]]:
@@ -132,7 +134,7 @@ def _probe_feed(signature: ModelSignature) -> dict[str, np.ndarray[Any, Any]]:
     for spec in signature.inputs:
         dtype = _NUMPY_TYPES.get(spec.element_type)
         if dtype is None:
-            raise ModelError(f"input {spec.name!r} has unsupported type {spec.element_type}")
+            raise ModelIncompatible(f"input {spec.name!r} has unsupported type {spec.element_type}")
         shape = tuple(dim if isinstance(dim, int) else _PROBE_BATCH for dim in spec.shape)
         feed[spec.name] = rng.standard_normal(shape).astype(dtype)
     return feed
@@ -146,7 +148,9 @@ def run_failure(error: Exception, what: str) -> ModelError:
         return ModelError(f"{what}: {refusal}")
     if "terminate flag" in message:
         return ModelError(f"{what}: stopped")
-    return ModelError(f"{what} failed: {message.splitlines()[0][:200] if message else error}")
+    return ModelOutputInvalid(
+        f"{what} failed: {message.splitlines()[0][:200] if message else error}"
+    )
 
 
 def warm_up(session: Any, signature: ModelSignature, run_options: Any = None) -> None:
@@ -160,14 +164,18 @@ def warm_up(session: Any, signature: ModelSignature, run_options: Any = None) ->
     for spec, value in zip(signature.outputs, outputs, strict=True):
         array = np.asarray(value)
         if array.ndim != spec.rank:
-            raise ModelError(f"output {spec.name!r} has rank {array.ndim}, declared {spec.rank}")
+            raise ModelOutputInvalid(
+                f"output {spec.name!r} has rank {array.ndim}, declared {spec.rank}"
+            )
         for axis, (declared, actual) in enumerate(zip(spec.shape, array.shape, strict=True)):
             if isinstance(declared, int) and declared != actual:
-                raise ModelError(
+                raise ModelOutputInvalid(
                     f"output {spec.name!r} dimension {axis} is {actual}, declared {declared}"
                 )
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            raise ModelError(f"output {spec.name!r} is not finite (NaN or infinity) on probe input")
+            raise ModelOutputInvalid(
+                f"output {spec.name!r} is not finite (NaN or infinity) on probe input"
+            )
 
 
 def decision_seconds(
@@ -213,7 +221,11 @@ def check_probabilities(
         raise run_failure(error, "probability check") from None
     probs = np.asarray(outputs[0])
     if probs.shape[0] != _PROBE_BATCH:
-        raise ModelError(f"decision output has {probs.shape[0]} rows for {_PROBE_BATCH} inputs")
+        raise ModelOutputInvalid(
+            f"decision output has {probs.shape[0]} rows for {_PROBE_BATCH} inputs"
+        )
     sums = probs.sum(axis=1)
     if (probs < -1e-6).any() or not all(math.isclose(s, 1.0, abs_tol=1e-3) for s in sums):
-        raise ModelError("decision output is not a probability distribution (rows must sum to 1)")
+        raise ModelOutputInvalid(
+            "decision output is not a probability distribution (rows must sum to 1)"
+        )

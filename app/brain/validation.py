@@ -25,7 +25,7 @@ from app.brain.runtime import (
     warm_up,
 )
 from app.brain.signature import ModelSignature, decision_contract_problems, incompatibilities
-from app.errors import ModelError
+from app.errors import ModelIncompatible, ModelLoadFailed, ModelOutputInvalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +48,11 @@ class ValidatedSession:
 def check_file(path: Path) -> None:
     """Refuse what is plainly not a model file before any work is done on it."""
     if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file")
+        raise ModelLoadFailed(f"{path} is a directory, not a model file")
     if not path.exists():
-        raise ModelError(f"{path} does not exist")
+        raise ModelLoadFailed(f"{path} does not exist")
     if path.stat().st_size == 0:
-        raise ModelError(f"{path} is empty")
+        raise ModelLoadFailed(f"{path} is empty")
 
 
 def validate_model(
@@ -71,6 +71,9 @@ def validate_model(
     `warmup_rows`: recent real feature rows (the decision journal's) for the decision slot;
     the model must give finite, well-shaped probabilities on them too, as TF Serving warms up
     on recorded requests. Without them (an empty journal) the probe input is all there is.
+
+    The error's type says which check failed (ModelLoadFailed, ModelIncompatible,
+    ModelOutputInvalid), and with it the metric reason code.
     """
     started = time.monotonic()
     limits = budget or Budget()
@@ -86,7 +89,7 @@ def validate_model(
         problems += decision_contract_problems(signature, n_features=contract.decision_features)
     problems = list(dict.fromkeys(problems))  # both checks may see the same fault
     if problems:
-        raise ModelError(f"incompatible with slot {contract.slot!r}: " + "; ".join(problems))
+        raise ModelIncompatible(f"incompatible with slot {contract.slot!r}: " + "; ".join(problems))
     latency = None
     with (validations or Validations()).running(limits, started) as run_options:
         warm_up(session, signature, run_options)
@@ -122,13 +125,13 @@ def warm_up_on_recorded(
         raise run_failure(error, f"warm-up on {len(batch)} journaled feature rows") from None
     probs = np.asarray(output)
     if probs.shape != (len(batch), 3):
-        raise ModelError(
+        raise ModelOutputInvalid(
             f"decision output has shape {list(probs.shape)} on {len(batch)} journaled feature "
             f"rows, expected [{len(batch)}, 3]"
         )
     if probs.dtype.kind in "fc" and not np.isfinite(probs).all():
         bad = int(np.count_nonzero(~np.isfinite(probs).all(axis=1)))
-        raise ModelError(
+        raise ModelOutputInvalid(
             f"decision output is not finite (NaN or infinity) on {bad} of {len(batch)} "
             "journaled feature rows"
         )

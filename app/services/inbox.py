@@ -25,6 +25,7 @@ from app.fsutil import write_bytes_atomically
 from app.install.layout import ModelsLayout
 from app.install.records import Origin
 from app.services.installer import ArtifactInstaller, InstallOutcome
+from app.services.monitoring import ProductionMonitoringService, artifact_outcome
 from app.services.sync import CloudModelSynchronizationService
 
 SETTLE_SECONDS = 1.0
@@ -53,12 +54,14 @@ class LocalInbox:
         *,
         poll_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
+        monitoring: ProductionMonitoringService | None = None,
     ) -> None:
         self.directory = ModelsLayout(models_dir).inbox_dir
         self._installer = installer
         self._pipeline = pipeline
         self._poll_seconds = poll_seconds
         self._clock = clock
+        self._monitoring = monitoring
 
     def pending(self) -> list[Path]:
         """Settled zips, oldest first."""
@@ -103,6 +106,8 @@ class LocalInbox:
     async def _process(self, path: Path) -> InboxResult:
         logger.info(f"🌐 [CLOUD-SYNC] Installing from the inbox: {path.name}")
         outcome = await self._judge(path)
+        if self._monitoring is not None:  # counted as a polled artifact is
+            self._monitoring.record_artifact(artifact_outcome(outcome.outcome), outcome.reason_code)
         if outcome.outcome == "failed":
             logger.warning(f"⚠️ [CLOUD-SYNC] Inbox zip {path.name} kept for later: {outcome.reason}")
             return InboxResult(path.name, outcome.outcome, outcome.reason, None)

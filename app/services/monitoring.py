@@ -11,10 +11,14 @@ model_sync_artifacts_total                  counter    outcome: an :data:`Artifa
                                                        reason: a key of :data:`ARTIFACT_REASONS`
 model_sync_download_bytes_total             counter
 model_sync_download_seconds                 histogram
-model_sync_github_rate_limit_remaining      gauge
+model_sync_github_rate_limit_remaining      gauge      (absent until GitHub has said)
 model_sync_circuit_breaker_state            gauge      operation; 0 closed, 1 half_open, 2 open
-model_sync_last_success_timestamp_seconds   gauge      (unix time)
-trading_brain_reload_seconds                histogram  outcome: installed | refused
+model_sync_last_success_timestamp_seconds   gauge      (unix time; absent until a cycle completes)
+trading_brain_swaps_total                   counter    outcome: installed | refused;
+                                                       source: a value of :data:`SWAP_SOURCES`;
+                                                       reason: ``ok``, or the refusal's code
+trading_brain_reload_seconds                histogram  outcome: installed | refused (the reloads
+                                                       the brain timed: not those from disk)
 trading_brain_decisions_total               counter    action (the brain's own, bounded, actions)
 trading_brain_decision_seconds              histogram  (buckets from 50 µs)
 trading_brain_active_model_info             gauge = 1  slot, version, sha256, run_id
@@ -32,6 +36,8 @@ Version labels are bounded in practice: one per model that ever served since the
 
 Label values outside a documented set are counted as ``other``: a new caller's typo then shows
 up on a dashboard instead of failing a sync or growing the number of series without bound.
+A gauge that has no value yet is absent from the body rather than a 0 that reads as a fact
+(no requests left; the last success in 1970).
 """
 
 from __future__ import annotations
@@ -44,12 +50,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.errors import AppError
+
 # written, dropped, write errors, pending: what the decision journal has done so far.
 JournalCounter = Callable[[], tuple[int, int, int, int]]
 
 SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
 ArtifactOutcome = Literal["installed", "rejected", "skipped"]
 ReloadOutcome = Literal["installed", "refused"]
+
+SWAP_SOURCES: Final = ("github", "webhook", "inbox", "cli", "rollback", "disk")
+"""Where a model the brain swapped in (or refused) came from; ``disk``: another process put it
+in place and the watch picked it up."""
 
 ARTIFACT_REASONS: Final[dict[str, str]] = {
     "ok": "passed every check (with outcome installed)",
@@ -80,6 +92,28 @@ _DOWNLOAD_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Decisions take tens to hundreds of microseconds; the default buckets start at 5 ms.
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+def refusal_reason(error: BaseException | None) -> str:
+    """The reason code of a refusal, from its error's type (never its text).
+
+    An error of this package names its own code (``AppError.reason_code``); an ``OSError`` while
+    staging, backing up or installing is ``install_failed``; anything else is ``other``.
+    """
+    if isinstance(error, AppError):
+        return error.reason_code
+    if isinstance(error, OSError):
+        return "install_failed"
+    return _OTHER
+
+
+def artifact_outcome(outcome: str) -> ArtifactOutcome:
+    """The metric's outcome for an installer outcome: installed, rejected, else skipped."""
+    if outcome == "installed":
+        return "installed"
+    if outcome == "rejected":
+        return "rejected"
+    return "skipped"
 
 
 def _bounded(value: str, allowed: Collection[str]) -> str:
@@ -119,20 +153,19 @@ class ProductionMonitoringService:
             buckets=_DOWNLOAD_BUCKETS,
             registry=registry,
         )
-        self._rate_limit_remaining = Gauge(
-            "model_sync_github_rate_limit_remaining",
-            "Requests left in GitHub's current rate-limit window.",
-            registry=registry,
-        )
+        # Registered when first set (see set_rate_limit_remaining, mark_sync_success).
+        self._rate_limit_remaining: Gauge | None = None
+        self._last_success: Gauge | None = None
         self._breaker_state = Gauge(
             "model_sync_circuit_breaker_state",
             "Circuit breaker state per operation: 0 closed, 1 half_open, 2 open.",
             ["operation"],
             registry=registry,
         )
-        self._last_success = Gauge(
-            "model_sync_last_success_timestamp_seconds",
-            "Unix time of the last synchronization cycle that completed.",
+        self._swaps = Counter(
+            "trading_brain_swaps",
+            "Models swapped in or refused by the brain, by outcome, source and reason code.",
+            ["outcome", "source", "reason"],
             registry=registry,
         )
         self._reload_seconds = Histogram(
@@ -219,6 +252,15 @@ class ProductionMonitoringService:
             seconds
         )
 
+    def record_swap(self, outcome: ReloadOutcome, source: str, reason: str = "ok") -> None:
+        """Count one model swapped in or refused; ``source`` is one of :data:`SWAP_SOURCES`,
+        ``reason`` a code of :data:`ARTIFACT_REASONS` (see :func:`refusal_reason`)."""
+        self._swaps.labels(
+            outcome=_bounded(outcome, get_args(ReloadOutcome)),
+            source=_bounded(source, SWAP_SOURCES),
+            reason=_bounded(reason, ARTIFACT_REASONS),
+        ).inc()
+
     def record_decision(self, action: str, seconds: float) -> None:
         """Count one trading decision and its latency."""
         self._decisions.labels(action=action).inc()
@@ -252,6 +294,12 @@ class ProductionMonitoringService:
 
     def set_rate_limit_remaining(self, remaining: int) -> None:
         """Record GitHub's ``x-ratelimit-remaining``."""
+        if self._rate_limit_remaining is None:
+            self._rate_limit_remaining = Gauge(
+                "model_sync_github_rate_limit_remaining",
+                "Requests left in GitHub's current rate-limit window.",
+                registry=self._registry,
+            )
         self._rate_limit_remaining.set(remaining)
 
     def set_breaker_state(self, operation: str, state: str) -> None:
@@ -264,6 +312,12 @@ class ProductionMonitoringService:
 
     def mark_sync_success(self, at: datetime) -> None:
         """Record when a synchronization cycle last completed; a naive ``at`` is taken as UTC."""
+        if self._last_success is None:
+            self._last_success = Gauge(
+                "model_sync_last_success_timestamp_seconds",
+                "Unix time of the last synchronization cycle that completed.",
+                registry=self._registry,
+            )
         self._last_success.set(_unix_seconds(at))
 
     def render(self) -> tuple[bytes, str]:

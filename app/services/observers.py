@@ -7,7 +7,11 @@ from datetime import UTC, datetime
 from app.brain.models import SwapEvent
 from app.install.installer import ModelInstaller, SwapListener
 from app.services.alerts import EmailAlerts
-from app.services.monitoring import ProductionMonitoringService
+from app.services.monitoring import (
+    ProductionMonitoringService,
+    ReloadOutcome,
+    refusal_reason,
+)
 
 
 def swap_listener(
@@ -17,8 +21,14 @@ def swap_listener(
 
     def on_swap(event: SwapEvent) -> None:
         result = event.result
-        if monitoring is not None and event.kind != "refreshed":
-            monitoring.record_reload("installed" if result.ok else "refused", result.seconds)
+        if monitoring is not None:
+            outcome: ReloadOutcome = "installed" if result.ok else "refused"
+            # Every swap and refusal, whatever its source; only timed reloads in the histogram
+            # (the brain does not time a model it picks up from disk).
+            reason = "ok" if result.ok else refusal_reason(result.error)
+            monitoring.record_swap(outcome, event.source, reason)
+            if event.kind != "refreshed":
+                monitoring.record_reload(outcome, result.seconds)
         if alerts is None:
             return
         if event.kind == "installed":

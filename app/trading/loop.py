@@ -186,8 +186,16 @@ class TradingLoop:
     def _say(self, bar: Bar, decision: Decision) -> None:
         when = datetime.fromtimestamp(bar.time, UTC).strftime("%Y-%m-%d %H:%M")
         versions = ", ".join(f"{slot}={v}" for slot, v in decision.versions.items())
-        logger.info(
-            f"📈 [TRADING] {when} {decision.action} ({decision.confidence:.2f}) "
+        # A hold under the threshold says which action it was: "hold (buy 0.52 < 0.65)".
+        said = decision.describe(self._brain.settings.confidence_threshold)
+        logger.bind(
+            action=decision.action,
+            best_action=decision.best_action,
+            confidence=decision.confidence,
+            slot=self._slot,
+            version=decision.versions.get(self._slot),
+        ).info(
+            f"📈 [TRADING] {when} {said} "
             f"position {self._book.position:+d}, net {self.net_return:+.3%} over "
             f"{self.decisions} decisions, by {versions}"
         )
