@@ -23,6 +23,7 @@ from app.process import settle_heap
 from app.services.alerts import EmailAlerts
 from app.services.inbox import LocalInbox
 from app.services.installer import ArtifactInstaller
+from app.services.outcome import CycleOutcome
 from app.services.progress import download_progress
 from app.services.state import StateStore
 from app.services.sync import CloudModelSynchronizationService
@@ -224,7 +225,7 @@ async def sync(container: Application, args: argparse.Namespace) -> int:
                 f"  artifact {artifact['name']} (id {artifact['id']}) from run {artifact['run_id']}"
             )
         print("  active: " + ", ".join(f"{s}={v}" for s, v in data["active"].items()))
-    return EXIT_FAILED if report.outcome == "failed" else EXIT_OK
+    return EXIT_FAILED if report.outcome is CycleOutcome.FAILED else EXIT_OK
 
 
 def _describe_origin(provenance: dict[str, Any]) -> str:

@@ -143,3 +143,16 @@ class InstallFailed(AppError):
     """Backing up or installing the files failed; the model itself may be fine."""
 
     reason_code = "install_failed"
+
+
+def reason_code_of(error: BaseException | None) -> str:
+    """The metric reason code of a refusal, from its error's type (never its text).
+
+    An error of this package names its own code (``AppError.reason_code``); an ``OSError`` while
+    staging, backing up or installing is ``install_failed``; anything else is ``other``.
+    """
+    if isinstance(error, AppError):
+        return error.reason_code
+    if isinstance(error, OSError):
+        return "install_failed"
+    return "other"

@@ -192,16 +192,28 @@ def not_serving(brain: TradingBrain, paths: Sequence[Path]) -> Path:
     return next(path for path in paths if path.stem != serving)
 
 
+# Durable copies of the synced models, made before any timed window: the sync pipeline hands
+# over a file it has just extracted and flushed, once, and the install moves it into staging.
+FRESH: dict[Path, list[Path]] = {}
+
+
+def prepare_fresh(paths: Sequence[Path], count: int) -> None:
+    for path in paths:
+        copies = FRESH.setdefault(path, [])
+        for number in range(count):
+            fresh = path.with_name(f"{path.stem}.{number}{path.suffix}")
+            shutil.copyfile(path, fresh)
+            with fresh.open("rb") as stream:
+                os.fsync(stream.fileno())
+            copies.append(fresh)
+
+
 async def swap(models: ModelInstaller, paths: Sequence[Path]) -> Window:
     """Swap in whichever of `paths` is not serving; the window it took."""
     brain = models.brain
     path = not_serving(brain, paths)
     if models.layout.is_private(path):
-        # As the sync pipeline hands over a freshly extracted file, which the install takes
-        # (moves) into its staging: a copy made here, before the timed window.
-        fresh = path.with_name(f"{path.stem}.{time.monotonic_ns()}{path.suffix}")
-        shutil.copyfile(path, fresh)
-        path = fresh
+        path = FRESH[path].pop()  # the install takes (moves) it, as it takes an extracted file
     started = time.perf_counter()
     result = await models.swap_in([Candidate(brain.settings.decision_slot, path)])
     ended = time.perf_counter()
@@ -450,6 +462,7 @@ async def measure(args: argparse.Namespace, work: Path) -> list[Figure]:
 
     # Where the sync service leaves an extracted artifact; the store hard-links from there.
     synced = build_models(models.layout.downloads_dir, args.size_mb)
+    prepare_fresh(synced, args.repeats + args.swaps + 2)
     elsewhere = linked_elsewhere(synced, work / "elsewhere")
     warm_page_cache(synced)
     bare_load(synced[0])  # the process's first load pays one-off costs: not measured

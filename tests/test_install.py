@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 
 from app.brain.brain import TradingBrain
-from app.errors import ModelError
+from app.brain.models import Candidate
+from app.errors import ModelError, ModelsDirectoryLocked
 from app.install.installer import ModelInstaller
+from app.install.lock import DirectoryLock
 from app.install.records import Origin
+from app.install.transaction import Transaction
 from app.services.installer import ArtifactInstaller
 from app.services.state import StateStore
 from app.settings import Settings
@@ -363,3 +367,145 @@ async def test_a_record_whose_backup_is_gone_is_dropped_at_start(
     restarted = await start_models(settings)
 
     assert not list(restarted.layout.backup_records_dir.glob("*.json"))
+
+
+# -- attacks on the one writer (links, planted journals, damaged files) ---------------------------
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(
+    settings: Settings, tmp_path: Path
+) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    sync = settings.models_dir / ".sync"
+    sync.mkdir()
+    (sync / "write.lock").symlink_to(target)
+
+    with pytest.raises(ModelsDirectoryLocked, match="cannot be a lock file"):
+        DirectoryLock(sync / "write.lock")
+    assert target.read_text() == "keep"
+
+
+async def test_a_planted_journal_cannot_reach_through_a_link_or_remove_a_backup(
+    settings: Settings, tmp_path: Path, model_file: Any
+) -> None:
+    models = await start_models(settings)
+    assert await models.brain.reload_models(model_file(seed=5, version="v2"))
+    [backup] = models.backups()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x").write_text("keep")
+    (settings.models_dir / "data").symlink_to(outside)
+    journal = {
+        "transaction": "abc",
+        "entries": [
+            {
+                "final": "data/x",
+                "staged": ".sync/staging/abc/s",
+                "previous": None,
+                "sha256": sha(outside / "x"),
+            }
+        ],
+        "backups": [f"backup/{backup.name}"],
+    }
+    (settings.models_dir / ".sync" / "install-journal.json").write_text(json.dumps(journal))
+
+    await start_models(settings)
+
+    assert (outside / "x").read_text() == "keep"
+    assert backup.exists()
+
+
+async def test_retention_keeps_the_newest_intact_backup_when_newer_ones_are_corrupt(
+    models_dir: Path, model_file: Any
+) -> None:
+    models = await start_models(make_settings(models_dir))
+    assert await models.brain.reload_models(model_file("a.onnx", seed=1, version="v-a"))
+    assert await models.brain.reload_models(model_file("b.onnx", seed=2, version="v-b"))
+    newest, intact = models.backups()  # v-a, then the embedded model
+    newest.write_bytes(b"bit rot" * 10)
+    (models_dir / "unified_brain.onnx").write_bytes(b"garbage")
+
+    keep_one = make_settings(models_dir, models={"backup_retention": 1})
+    restarted = await start_models(keep_one)  # serves the intact backup; prunes at start
+    assert serving(restarted) == EMBEDDED
+    assert await restarted.brain.reload_models(model_file("c.onnx", seed=3, version="v-c"))
+
+    assert intact.exists(), "retention deleted the only intact backup"
+    assert sha(intact) == sha(EMBEDDED_MODEL)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+async def test_an_active_file_with_another_name_is_backed_up_by_copy(
+    kind: str, models_dir: Path, tmp_path: Path, model_file: Any
+) -> None:
+    mine = tmp_path / "mine.onnx"
+    shutil.copyfile(EMBEDDED_MODEL, mine)
+    active = models_dir / "unified_brain.onnx"
+    active.unlink()
+    if kind == "symlink":
+        active.symlink_to(mine)
+    else:
+        os.link(mine, active)
+    models = await start_models(make_settings(models_dir))
+
+    assert await models.brain.reload_models(model_file(seed=5, version="v2"))
+    [backup] = models.backups()
+    with mine.open("r+b") as stream:  # the user rewrites their own file in place
+        stream.write(b"\0" * 64)
+
+    assert sha(backup) == sha(EMBEDDED_MODEL)
+    assert not active.is_symlink()
+    assert backup.stat().st_nlink == 1
+
+
+async def test_reinstalling_the_serving_model_mends_a_damaged_active_file(
+    models: ModelInstaller, model_file: Any
+) -> None:
+    candidate = model_file(seed=5, version="v2")
+    assert await models.brain.reload_models(candidate)
+    active = models.layout.path_of("unified_brain.onnx")
+    with active.open("r+b") as stream:
+        stream.write(b"garbage")  # rewritten in place, so the watch sees the same file
+
+    assert await models.brain.reload_models(candidate)
+
+    assert sha(active) == sha(candidate)
+
+
+async def test_a_fallback_keeps_the_version_recorded_with_its_backup(
+    settings: Settings, tmp_path: Path
+) -> None:
+    first = await start_models(settings)
+    zip_path = tmp_path / "meta.zip"
+    zip_path.write_bytes(zip_bytes(model_members("v-meta", model=model_bytes("v-own", seed=8))))
+    assert (await install_zip(first, zip_path)).outcome == "installed"
+    second = await start_models(settings)
+    assert await second.brain.reload_models(save(decision_model(seed=9), tmp_path / "n.onnx"))
+    (settings.models_dir / "unified_brain.onnx").write_bytes(b"garbage")
+
+    restarted = await start_models(settings)
+
+    assert serving(restarted) == "v-meta"
+
+
+async def test_a_read_only_start_after_an_interrupted_install_shows_what_recovery_restores(
+    models: ModelInstaller, settings: Settings, model_file: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die_after_renames(self: Transaction) -> None:
+        original_apply(self)
+        raise KeyboardInterrupt  # stands for kill -9: nothing after this runs
+
+    original_apply = Transaction.apply
+    monkeypatch.setattr(Transaction, "apply", die_after_renames)
+    monkeypatch.setattr(Transaction, "abort", lambda self: None)  # a killed process undoes nothing
+    with pytest.raises(KeyboardInterrupt):
+        await models.swap_in([Candidate(SLOT, model_file(seed=5, version="v2"))])
+    monkeypatch.undo()
+    assert (settings.models_dir / ".sync" / "install-journal.json").exists()
+
+    reader = ModelInstaller(settings, TradingBrain(settings.brain))
+    await reader.start(recover=False)
+    writer = await start_models(settings)
+
+    assert serving(reader) == serving(writer) == EMBEDDED

@@ -485,7 +485,10 @@ class ModelInstaller:
         never the newest intact one. `made`: the backup this install just took of the model
         that served (intact by construction, so nothing needs hashing)."""
         keep = self._settings.models.backup_retention
-        recorded = [path for path in self.backups(slot) if self.records.backup(path.name)]
+        listed = self.backups(slot)
+        if len(listed) <= keep:
+            return  # nothing to prune: no record need be read
+        recorded = [path for path in listed if self.records.backup(path.name)]
         if len(recorded) <= keep:
             return
         kept = set(recorded[:keep])

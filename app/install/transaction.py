@@ -16,6 +16,7 @@ Everything here blocks; hold the models directory's write lock (``lock.py``) aro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -101,10 +102,14 @@ class Transaction:
 
     def place_record(self, record: BaseModel, final: Path) -> None:
         """Plan a JSON record (provenance, backup record) to be written at `final`."""
+        data = record.model_dump_json(indent=2).encode()
         staged = self._new_path(".json")
-        staged.write_text(record.model_dump_json(indent=2))
-        self.make_durable(staged)
-        self.place(staged, final)
+        with staged.open("wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        self._durable.add(staged)
+        self.place(staged, final, hashlib.sha256(data).hexdigest())
 
     def back_up(self, active: Path, backup: Path) -> None:
         """Plan `backup` to become a name of the file `active` holds now."""

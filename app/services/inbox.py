@@ -25,7 +25,8 @@ from app.fsutil import write_bytes_atomically
 from app.install.layout import ModelsLayout
 from app.install.records import Origin
 from app.services.installer import ArtifactInstaller, InstallOutcome
-from app.services.monitoring import ProductionMonitoringService, artifact_outcome
+from app.services.monitoring import ProductionMonitoringService
+from app.services.outcome import Outcome
 from app.services.sync import CloudModelSynchronizationService
 
 SETTLE_SECONDS = 1.0
@@ -97,21 +98,21 @@ class LocalInbox:
                 path, Origin(source="inbox", artifact_name=path.name)
             )
         except _TRANSIENT as error:
-            return InstallOutcome("failed", str(error) or type(error).__name__, "other")
+            return InstallOutcome(Outcome.FAILED, str(error) or type(error).__name__, "other")
         except Exception as error:
             logger.opt(exception=error).debug(f"Inbox zip {path.name} raised")
             reason = f"could not be handled: {type(error).__name__}: {error}"
-            return InstallOutcome("rejected", reason, "other")
+            return InstallOutcome(Outcome.REJECTED, reason, "other")
 
     async def _process(self, path: Path) -> InboxResult:
         logger.info(f"🌐 [CLOUD-SYNC] Installing from the inbox: {path.name}")
         outcome = await self._judge(path)
         if self._monitoring is not None:  # counted as a polled artifact is
-            self._monitoring.record_artifact(artifact_outcome(outcome.outcome), outcome.reason_code)
-        if outcome.outcome == "failed":
+            self._monitoring.record_artifact(outcome.outcome.metric, outcome.reason_code)
+        if outcome.outcome is Outcome.FAILED:
             logger.warning(f"⚠️ [CLOUD-SYNC] Inbox zip {path.name} kept for later: {outcome.reason}")
             return InboxResult(path.name, outcome.outcome, outcome.reason, None)
-        folder = "rejected" if outcome.outcome == "rejected" else "processed"
+        folder = "rejected" if outcome.outcome is Outcome.REJECTED else "processed"
         try:
             moved = await asyncio.to_thread(self._move, path, folder, outcome.reason)
         except OSError as error:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from app.brain.models import Candidate, SwapResult, version_label
-from app.errors import ArtifactError, ArtifactTooLarge, ChecksumMismatch, ModelError
+from app.errors import ArtifactError, ModelError, reason_code_of
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
@@ -25,6 +25,7 @@ from app.install.records import Origin, Provenance
 from app.install.transaction import Transaction
 from app.services.extraction import ExtractionLimits, extract_artifact
 from app.services.manifest import ArtifactManifest, SlotAssignment, assign_slots, build_manifest
+from app.services.outcome import Outcome
 from app.services.state import StateStore
 from app.settings import Settings
 
@@ -34,27 +35,14 @@ class InstallOutcome:
     """What became of one artifact: installed, up_to_date (already serving), rejected (its
     content is bad: not tried again) or failed (something else went wrong: tried again)."""
 
-    outcome: str
+    outcome: Outcome
     reason: str
-    reason_code: str
+    reason_code: str  # a key of monitoring.ARTIFACT_REASONS
     versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def installed(self) -> bool:
-        return self.outcome == "installed"
-
-
-def reason_code(error: BaseException) -> str:
-    """A bounded label for metrics, from the error's type (never its text)."""
-    if isinstance(error, ChecksumMismatch):
-        return "checksum_mismatch"
-    if isinstance(error, ArtifactTooLarge):
-        return "too_large"
-    if isinstance(error, ArtifactError):
-        return "unsafe_archive"
-    if isinstance(error, ModelError):
-        return "incompatible"
-    return "other"
+        return self.outcome is Outcome.INSTALLED
 
 
 def check_placements(manifest: ArtifactManifest) -> None:
@@ -90,7 +78,7 @@ class ArtifactInstaller:
             manifest, assignment = await asyncio.to_thread(self._verify, zip_path, work)
             return await self._install(manifest, assignment, origin)
         except (ArtifactError, ModelError) as error:
-            return InstallOutcome("rejected", str(error), reason_code(error))
+            return InstallOutcome(Outcome.REJECTED, str(error), reason_code_of(error))
         finally:
             await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
 
@@ -131,14 +119,17 @@ class ArtifactInstaller:
         )
         if not result.ok:
             logger.warning("⚠️ [CLOUD-SYNC] Model hot-swap failed - keeping current model")
+            code = reason_code_of(result.error)
             if result.retryable:
-                return InstallOutcome("failed", result.reason, "other")
-            return InstallOutcome("rejected", result.reason, "incompatible")
+                return InstallOutcome(Outcome.FAILED, result.reason, code)
+            return InstallOutcome(Outcome.REJECTED, result.reason, code)
         if not result.installed:
-            return InstallOutcome("up_to_date", "already serving this model", "ok")
+            return InstallOutcome(
+                Outcome.UP_TO_DATE, "already serving this model", "already_installed"
+            )
         logger.info("✅ [CLOUD-SYNC] Model hot-swap completed successfully")
         versions = {slot: model.version for slot, model in result.installed.items()}
-        return InstallOutcome("installed", "installed", "ok", versions)
+        return InstallOutcome(Outcome.INSTALLED, "installed", "ok", versions)
 
     def _install_files_only(
         self, manifest: ArtifactManifest, assignment: SlotAssignment, origin: Origin
@@ -176,7 +167,7 @@ class ArtifactInstaller:
                 raise
         finally:
             lock.release()
-        return InstallOutcome("installed", "installed (no brain to hot-swap)", "ok", versions)
+        return InstallOutcome(Outcome.INSTALLED, "installed (no brain to hot-swap)", "ok", versions)
 
     async def roll_back(self, slot: str | None, backup: str | None) -> SwapResult:
         """Restore a backup through the brain's checks (its provenance comes back with it)."""

@@ -6,8 +6,8 @@ collide. The ``/metrics`` endpoint serves :meth:`ProductionMonitoringService.ren
 ==========================================  =========  =========================================
 metric                                      type       labels
 ==========================================  =========  =========================================
-model_sync_cycles_total                     counter    outcome: a :data:`SyncOutcome`
-model_sync_artifacts_total                  counter    outcome: an :data:`ArtifactOutcome`;
+model_sync_cycles_total                     counter    outcome: a ``CycleOutcome`` (outcome.py)
+model_sync_artifacts_total                  counter    outcome: an artifact's ``Outcome.metric``;
                                                        reason: a key of :data:`ARTIFACT_REASONS`
 model_sync_download_bytes_total             counter
 model_sync_download_seconds                 histogram
@@ -50,13 +50,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.errors import AppError
+from app.services.outcome import ArtifactMetric, CycleOutcome
 
 # written, dropped, write errors, pending: what the decision journal has done so far.
 JournalCounter = Callable[[], tuple[int, int, int, int]]
 
-SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
-ArtifactOutcome = Literal["installed", "rejected", "skipped"]
 ReloadOutcome = Literal["installed", "refused"]
 
 SWAP_SOURCES: Final = ("github", "webhook", "inbox", "cli", "rollback", "disk")
@@ -92,28 +90,6 @@ _DOWNLOAD_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Decisions take tens to hundreds of microseconds; the default buckets start at 5 ms.
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
-
-
-def refusal_reason(error: BaseException | None) -> str:
-    """The reason code of a refusal, from its error's type (never its text).
-
-    An error of this package names its own code (``AppError.reason_code``); an ``OSError`` while
-    staging, backing up or installing is ``install_failed``; anything else is ``other``.
-    """
-    if isinstance(error, AppError):
-        return error.reason_code
-    if isinstance(error, OSError):
-        return "install_failed"
-    return _OTHER
-
-
-def artifact_outcome(outcome: str) -> ArtifactOutcome:
-    """The metric's outcome for an installer outcome: installed, rejected, else skipped."""
-    if outcome == "installed":
-        return "installed"
-    if outcome == "rejected":
-        return "rejected"
-    return "skipped"
 
 
 def _bounded(value: str, allowed: Collection[str]) -> str:
@@ -220,7 +196,7 @@ class ProductionMonitoringService:
             registry=registry,
         )
         # Series that exist from the start read 0 rather than missing, so rate() works at once.
-        for sync_outcome in get_args(SyncOutcome):
+        for sync_outcome in tuple(CycleOutcome):
             self._sync_cycles.labels(outcome=sync_outcome)
         for reload_outcome in get_args(ReloadOutcome):
             self._reload_seconds.labels(outcome=reload_outcome)
@@ -230,14 +206,14 @@ class ProductionMonitoringService:
         """This service's registry, for a host that exposes it some other way."""
         return self._registry
 
-    def record_sync(self, outcome: SyncOutcome) -> None:
+    def record_sync(self, outcome: CycleOutcome) -> None:
         """Count one synchronization cycle."""
-        self._sync_cycles.labels(outcome=_bounded(outcome, get_args(SyncOutcome))).inc()
+        self._sync_cycles.labels(outcome=_bounded(outcome, tuple(CycleOutcome))).inc()
 
-    def record_artifact(self, outcome: ArtifactOutcome, reason: str) -> None:
+    def record_artifact(self, outcome: ArtifactMetric, reason: str) -> None:
         """Count one artifact decision; ``reason`` is a code from :data:`ARTIFACT_REASONS`."""
         self._artifacts.labels(
-            outcome=_bounded(outcome, get_args(ArtifactOutcome)),
+            outcome=_bounded(outcome, get_args(ArtifactMetric)),
             reason=_bounded(reason, ARTIFACT_REASONS),
         ).inc()
 
@@ -254,7 +230,7 @@ class ProductionMonitoringService:
 
     def record_swap(self, outcome: ReloadOutcome, source: str, reason: str = "ok") -> None:
         """Count one model swapped in or refused; ``source`` is one of :data:`SWAP_SOURCES`,
-        ``reason`` a code of :data:`ARTIFACT_REASONS` (see :func:`refusal_reason`)."""
+        ``reason`` a code of :data:`ARTIFACT_REASONS` (see :func:`app.errors.reason_code_of`)."""
         self._swaps.labels(
             outcome=_bounded(outcome, get_args(ReloadOutcome)),
             source=_bounded(source, SWAP_SOURCES),

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from app.brain.models import SwapEvent
+from app.errors import reason_code_of
 from app.install.installer import ModelInstaller, SwapListener
 from app.services.alerts import EmailAlerts
 from app.services.monitoring import (
     ProductionMonitoringService,
     ReloadOutcome,
-    refusal_reason,
 )
 
 
@@ -25,7 +25,7 @@ def swap_listener(
             outcome: ReloadOutcome = "installed" if result.ok else "refused"
             # Every swap and refusal, whatever its source; only timed reloads in the histogram
             # (the brain does not time a model it picks up from disk).
-            reason = "ok" if result.ok else refusal_reason(result.error)
+            reason = "ok" if result.ok else reason_code_of(result.error)
             monitoring.record_swap(outcome, event.source, reason)
             if event.kind != "refreshed":
                 monitoring.record_reload(outcome, result.seconds)

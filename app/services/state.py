@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from loguru import logger
@@ -28,6 +28,7 @@ from app.fsutil import write_bytes_atomically
 from app.install.layout import ModelsLayout
 from app.install.records import Provenance, Records, describe_invalid
 from app.services.github_types import CachedPage
+from app.services.outcome import Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
 MAX_CACHED_PAGES = 50
 MAX_ARTIFACT_RECORDS = 1000
 
-Outcome = Literal["installed", "up_to_date", "rejected", "expired", "failed"]
-
-# A "failed" attempt (network, API) is retried; every other outcome is final for that artifact:
-# a content rejection would be rejected again, so it is not downloaded again.
-PROCESSED_OUTCOMES: frozenset[str] = frozenset({"installed", "up_to_date", "rejected", "expired"})
 
 # Query parameter names that suggest a credential; a URL with one is never cached, so never
 # saved. The GitHub client sends its token in a header, so API URLs never match.
@@ -124,7 +120,7 @@ def _installed_record(provenance: Provenance, artifact_id: int) -> ArtifactRecor
         name=provenance.artifact_name or "",
         run_id=provenance.run_id,
         run_attempt=provenance.run_attempt,
-        outcome="installed",
+        outcome=Outcome.INSTALLED,
         reason=f"installed into slot {provenance.slot}",
         digest=provenance.digest,
         seen_at=provenance.installed_at,
@@ -173,7 +169,9 @@ class StateStore:
         for provenance in state.installed.values():
             artifact_id = provenance.artifact_id
             known = state.artifacts.get(artifact_id) if artifact_id is not None else None
-            if artifact_id is not None and (known is None or known.outcome != "installed"):
+            if artifact_id is not None and (
+                known is None or known.outcome is not Outcome.INSTALLED
+            ):
                 # The provenance files win: an installed artifact is never fetched again.
                 state.artifacts[artifact_id] = _installed_record(provenance, artifact_id)
                 self._dirty = True
@@ -257,7 +255,7 @@ class StateStore:
         return {
             artifact_id
             for artifact_id, record in self.state.artifacts.items()
-            if record.outcome in PROCESSED_OUTCOMES
+            if record.outcome.final
         }
 
     def is_exhausted(self, run_id: int) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
@@ -36,6 +36,7 @@ from app.errors import (
     ModelsDirectoryLocked,
     RateLimited,
     UpstreamError,
+    reason_code_of,
 )
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
@@ -43,7 +44,8 @@ from app.install.records import Origin, Source
 from app.services.breaker import CircuitOpen
 from app.services.github import GitHubActionsClient
 from app.services.github_types import Artifact, WorkflowRun
-from app.services.installer import ArtifactInstaller, InstallOutcome, reason_code
+from app.services.installer import ArtifactInstaller, InstallOutcome
+from app.services.outcome import CycleOutcome, Outcome
 from app.services.selection import (
     ArtifactCandidate,
     SelectionPolicy,
@@ -55,12 +57,10 @@ from app.services.state import StateStore
 from app.settings import Settings
 
 T = TypeVar("T")
-SyncOutcome = Literal["installed", "up_to_date", "rejected", "disabled", "skipped", "failed"]
 MIB = 1 << 20
 MAX_RUN_PAGES_ITEMS = 1000  # runs looked at per cycle, at most: older ones cannot be newer
 MAX_DOWNLOADS_PER_CYCLE = 3
 # Cycles that did their job, whatever they found; only these count against min_interval_minutes.
-COMPLETED_OUTCOMES: frozenset[str] = frozenset({"installed", "up_to_date", "rejected"})
 
 
 class Resilience(Protocol):
@@ -93,7 +93,7 @@ class Progress(Protocol):
 class SyncReport:
     """How one cycle ended; what ``sync --json`` prints."""
 
-    outcome: SyncOutcome
+    outcome: CycleOutcome
     reason: str
     artifact: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -172,7 +172,7 @@ class CloudModelSynchronizationService:
         async def one_run(github: GitHubActionsClient) -> SyncReport:
             reason = why_run_ineligible(run, self._policy)
             if reason is not None:
-                return SyncReport("skipped", f"run {run.id} not eligible: {reason}")
+                return SyncReport(CycleOutcome.SKIPPED, f"run {run.id} not eligible: {reason}")
             return await self._install_newest([run], github, source="webhook")
 
         return await self._exclusive(one_run, force=True)
@@ -201,13 +201,17 @@ class CloudModelSynchronizationService:
         self, body: Callable[[GitHubActionsClient], Awaitable[SyncReport]], *, force: bool
     ) -> SyncReport:
         if not self._settings.cloud_sync.enabled:
-            return self._finish(SyncReport("disabled", "cloud_sync.enabled is false"), record=False)
+            return self._finish(
+                SyncReport(CycleOutcome.DISABLED, "cloud_sync.enabled is false"), record=False
+            )
         if self._github is None:
-            return self._finish(SyncReport("disabled", "no GitHub token configured"), record=False)
+            return self._finish(
+                SyncReport(CycleOutcome.DISABLED, "no GitHub token configured"), record=False
+            )
         github = self._github
         async with self.claim() as claimed:
             if not claimed:
-                report = SyncReport("skipped", "another process is synchronizing")
+                report = SyncReport(CycleOutcome.SKIPPED, "another process is synchronizing")
                 return self._finish(report, record=False)
             if not force and (skipped := self._too_soon()) is not None:
                 logger.info(f"🌐 [CLOUD-SYNC] Rate limiting - skipping sync ({skipped.reason})")
@@ -221,7 +225,7 @@ class CloudModelSynchronizationService:
                 if isinstance(error, RateLimited | CircuitOpen):
                     wait = error.retry_after if isinstance(error, RateLimited) else error.retry_in
                     retry_at = self._clock() + timedelta(seconds=wait)
-                report = SyncReport("failed", str(error), retry_at=retry_at)
+                report = SyncReport(CycleOutcome.FAILED, str(error), retry_at=retry_at)
             return self._finish(report, record=True)
 
     def _too_soon(self) -> SyncReport | None:
@@ -238,12 +242,12 @@ class CloudModelSynchronizationService:
             f"rate limiting: last completed sync {int(elapsed.total_seconds())}s ago "
             f"(minimum {floor}); next unforced sync from {allowed:%H:%M:%S} UTC"
         )
-        return SyncReport("skipped", reason, retry_at=allowed)
+        return SyncReport(CycleOutcome.SKIPPED, reason, retry_at=allowed)
 
     def _finish(self, report: SyncReport, *, record: bool) -> SyncReport:
         if record:
             artifact_id = report.artifact["id"] if report.artifact else None
-            completed = report.outcome in COMPLETED_OUTCOMES
+            completed = report.outcome.completed
             last = self._state.record_sync(
                 outcome=report.outcome,
                 reason=report.reason,
@@ -258,7 +262,7 @@ class CloudModelSynchronizationService:
             self._monitoring.record_sync(report.outcome)
             if self._github is not None and self._github.rate_limit_remaining is not None:
                 self._monitoring.set_rate_limit_remaining(self._github.rate_limit_remaining)
-            if report.outcome in {"installed", "up_to_date", "rejected"}:
+            if report.outcome.completed:
                 self._monitoring.mark_sync_success(self._clock())
         return report
 
@@ -266,7 +270,7 @@ class CloudModelSynchronizationService:
         installed = self._installed_run()
         runs = await self._call("github.list_runs", lambda: self._eligible_runs(github, installed))
         if not runs:
-            return SyncReport("up_to_date", "no new successful run")
+            return SyncReport(CycleOutcome.UP_TO_DATE, "no new successful run")
         return await self._install_newest(runs, github)
 
     def _installed_run(self) -> tuple[int, int] | None:
@@ -277,7 +281,8 @@ class CloudModelSynchronizationService:
         runs += [
             (record.run_id, record.run_attempt or 1)
             for record in self._state.state.artifacts.values()
-            if record.outcome in {"installed", "up_to_date"} and record.run_id is not None
+            if record.outcome in {Outcome.INSTALLED, Outcome.UP_TO_DATE}
+            and record.run_id is not None
         ]
         known = [run for run in runs if run is not None]
         return max(known) if known else None
@@ -329,10 +334,14 @@ class CloudModelSynchronizationService:
                     break
                 attempts += 1
                 report = await self._process(chosen, github, source)
-                if report.outcome in {"installed", "up_to_date", "failed"}:
+                if report.outcome in {
+                    CycleOutcome.INSTALLED,
+                    CycleOutcome.UP_TO_DATE,
+                    CycleOutcome.FAILED,
+                }:
                     return report
                 fallback = fallback or report
-        return fallback or SyncReport("up_to_date", "no new artifact to install")
+        return fallback or SyncReport(CycleOutcome.UP_TO_DATE, "no new artifact to install")
 
     async def _process(
         self, candidate: ArtifactCandidate, github: GitHubActionsClient, source: Source
@@ -366,11 +375,11 @@ class CloudModelSynchronizationService:
         try:
             return await self._installer.install_zip(zip_path, origin)
         except (InsufficientDiskSpace, ModelsDirectoryLocked) as error:
-            return InstallOutcome("failed", str(error), "install_failed")
+            return InstallOutcome(Outcome.FAILED, str(error), "install_failed")
         except Exception as error:
             logger.opt(exception=error).debug(f"Installing {origin.artifact_name} raised")
             reason = f"could not be handled: {type(error).__name__}: {error}"
-            return InstallOutcome("rejected", reason, "other")
+            return InstallOutcome(Outcome.REJECTED, reason, "other")
 
     @contextlib.asynccontextmanager
     async def _downloaded(
@@ -405,23 +414,23 @@ class CloudModelSynchronizationService:
                     f"the download of {artifact.name!r} did not finish within {deadline:g}s "
                     "(resilience.download_deadline_seconds)"
                 )
-                yield None, InstallOutcome("failed", reason, "download_failed")
+                yield None, InstallOutcome(Outcome.FAILED, reason, "download_failed")
                 return
             except ArtifactExpired as error:
-                yield None, InstallOutcome("expired", str(error), "expired")
+                yield None, InstallOutcome(Outcome.EXPIRED, str(error), "expired")
                 return
             except ChecksumMismatch as error:  # here the zip's digest, not a metadata checksum
-                yield None, InstallOutcome("rejected", str(error), "digest_mismatch")
+                yield None, InstallOutcome(Outcome.REJECTED, str(error), "digest_mismatch")
                 return
             except ArtifactError as error:
-                yield None, InstallOutcome("rejected", str(error), reason_code(error))
+                yield None, InstallOutcome(Outcome.REJECTED, str(error), reason_code_of(error))
                 return
             except (UpstreamError, InsufficientDiskSpace) as error:
-                yield None, InstallOutcome("failed", str(error), "download_failed")
+                yield None, InstallOutcome(Outcome.FAILED, str(error), "download_failed")
                 return
             except OSError as error:  # the downloads folder cannot be made or written
                 reason = f"cannot write {self._downloads}: {error.strerror or error}"
-                yield None, InstallOutcome("failed", reason, "download_failed")
+                yield None, InstallOutcome(Outcome.FAILED, reason, "download_failed")
                 return
             finally:
                 if progress is not None:
@@ -439,27 +448,21 @@ class CloudModelSynchronizationService:
         self._state.record_artifact(
             artifact_id=artifact.id,
             name=artifact.name,
-            outcome=outcome.outcome,  # type: ignore[arg-type]
+            outcome=outcome.outcome,
             reason=outcome.reason,
             run_id=run.id,
             run_attempt=run.run_attempt,
             digest=artifact.digest,
         )
         if self._monitoring is not None:
-            shown = {"installed": "installed", "rejected": "rejected"}.get(
-                outcome.outcome, "skipped"
-            )
-            self._monitoring.record_artifact(shown, outcome.reason_code)
-        if outcome.outcome in {"rejected", "expired"}:  # a failure is the cycle's one summary line
+            self._monitoring.record_artifact(outcome.outcome.metric, outcome.reason_code)
+        if outcome.outcome in {
+            Outcome.REJECTED,
+            Outcome.EXPIRED,
+        }:  # a failure is the cycle's one summary line
             label = f"{artifact.name} ({artifact.id})"
             logger.warning(f"⚠️ [CLOUD-SYNC] Artifact {label} {outcome.outcome}: {outcome.reason}")
-        report_outcome: SyncOutcome = {
-            "installed": "installed",
-            "up_to_date": "up_to_date",
-            "failed": "failed",
-            "expired": "skipped",
-        }.get(outcome.outcome, "rejected")  # type: ignore[assignment]
-        return SyncReport(report_outcome, outcome.reason, described, outcome.versions)
+        return SyncReport(outcome.outcome.cycle, outcome.reason, described, outcome.versions)
 
     async def _call(
         self, operation: str, func: Callable[[], Awaitable[T]], *, streaming: bool = False
@@ -500,7 +503,7 @@ class CloudModelSynchronizationService:
 def _log_summary(report: SyncReport) -> None:
     """The one line that says how a cycle ended and when the next may run."""
     when = None if report.retry_at is None else f"{report.retry_at:%H:%M:%S} UTC"
-    if report.outcome == "failed":
+    if report.outcome is CycleOutcome.FAILED:
         then = f"not before {when}" if when else "the next cycle tries again"
         logger.error(
             f"❌ [CLOUD-SYNC] Synchronization failed: {report.reason}; {then} "

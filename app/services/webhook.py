@@ -20,6 +20,7 @@ from typing import Any
 from loguru import logger
 
 from app.services.github_types import WorkflowRun
+from app.services.outcome import CycleOutcome
 from app.services.selection import SelectionPolicy, why_run_ineligible
 from app.services.sync import CloudModelSynchronizationService
 from app.settings import Settings
@@ -135,7 +136,7 @@ class WebhookDispatcher:
             await self._handle(*self._queue.get_nowait())
 
     async def _handle(self, delivery: str, run: WorkflowRun) -> None:
-        outcome = "failed"
+        outcome = CycleOutcome.FAILED
         try:
             report = await self._sync.synchronize_run(run)
             outcome = report.outcome
@@ -143,7 +144,7 @@ class WebhookDispatcher:
         except Exception as error:  # one bad delivery must not stop the worker
             logger.opt(exception=error).error(f"❌ [CLOUD-SYNC] Webhook sync failed: {error}")
         finally:
-            if outcome in {"failed", "skipped"}:
+            if outcome in {CycleOutcome.FAILED, CycleOutcome.SKIPPED}:
                 self._forget(delivery)
             self._queued.discard((run.id, run.run_attempt))
             self.completed += 1
