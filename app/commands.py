@@ -50,12 +50,20 @@ def _one_line(text: str) -> str:
 
 
 async def _started(
-    container: Application, *, recover: bool = True, strict: bool = False
+    container: Application,
+    *,
+    recover: bool = True,
+    strict: bool = False,
+    repairable: bool = False,
 ) -> ModelInstaller:
-    """The installer with its brain serving: recovered first unless `recover` is False."""
+    """The installer with its brain serving: recovered first unless `recover` is False.
+
+    `repairable`: a slot nothing can serve leaves the brain unloaded instead of failing
+    (``install`` and ``rollback`` can then repair it, ``status`` reports it).
+    """
     models: ModelInstaller | None = container.models()
     assert models is not None  # the standalone host always has a brain
-    await models.start(recover=recover, strict=strict)
+    await models.start(recover=recover, strict=strict, repairable=repairable)
     return models
 
 
@@ -174,7 +182,7 @@ def _unknown_slot(slots: Collection[str], slot: str) -> str | None:
 
 async def install(container: Application, args: argparse.Namespace) -> int:
     """Validate a model file and hot-swap it in; a running host picks it up from disk."""
-    models = await _started(container)
+    models = await _started(container, repairable=True)
     slot = args.slot or models.brain.settings.decision_slot
     if (unknown := _unknown_slot(models.brain.settings.slots, slot)) is not None:
         print(f"refused: {unknown}", file=sys.stderr)
@@ -193,7 +201,7 @@ async def rollback(container: Application, args: argparse.Namespace) -> int:
     if args.slot is not None and (unknown := _unknown_slot(settings.brain.slots, args.slot)):
         print(f"refused: {unknown}", file=sys.stderr)
         return EXIT_FAILED
-    await _started(container)
+    await _started(container, repairable=True)
     installer: ArtifactInstaller = container.core.installer()
     try:
         result = await installer.roll_back(args.slot, args.backup)
@@ -284,7 +292,7 @@ async def _trading_figures(container: Application) -> dict[str, Any]:
 
 
 async def status(container: Application, args: argparse.Namespace) -> int:
-    models = await _started(container, recover=False)
+    models = await _started(container, recover=False, repairable=True)
     state: StateStore = container.core.state()
     report = status_report(models, state)
     report["trading"] = await _trading_figures(container)
@@ -292,7 +300,8 @@ async def status(container: Application, args: argparse.Namespace) -> int:
         print_json(report)
         return EXIT_OK
     for slot, info in report["models"].items():
-        print(f"{slot}: version {info['version']}  sha256 {info['sha256'][:12]}  {info['path']}")
+        sha = (info["sha256"] or "-")[:12]
+        print(f"{slot}: version {info['version']}  sha256 {sha}  {info['path']}")
         provenance = info["provenance"]
         if provenance:
             print(f"  from {provenance['source']}: {_describe_origin(provenance)}")

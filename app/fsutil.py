@@ -29,20 +29,6 @@ def fsync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
-def replace_durably(source: Path, target: Path) -> None:
-    """Move ``source`` over ``target`` in one atomic rename, both its bytes and the rename on disk.
-
-    Both paths must be on the same filesystem (``os.replace`` fails across filesystems rather than
-    copying, which is what keeps the swap atomic).
-    """
-    with source.open("rb") as staged:
-        os.fsync(staged.fileno())
-    source.replace(target)
-    fsync_directory(target.parent)
-    if source.parent.resolve() != target.parent.resolve():
-        fsync_directory(source.parent)
-
-
 def write_bytes_atomically(path: Path, data: bytes | str) -> None:
     """Replace ``path`` with ``data`` (a ``str`` is written as UTF-8), all or nothing.
 

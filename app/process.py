@@ -34,11 +34,13 @@ def reexec_with_malloc_tunables() -> None:
         return
     os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
     # Ctrl-C while the new interpreter starts would print its traceback before any line of
-    # ours runs: it starts with SIGINT ignored, and `restore_interrupts()` takes it back.
+    # ours runs: it starts with SIGINT blocked (the mask survives exec), and
+    # `restore_interrupts()` unblocks it. Blocked, not ignored: a Ctrl-C meanwhile waits,
+    # pending, and arrives then, instead of being lost (a host that never hears it runs on).
     deferred = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if deferred:
         os.environ[_INTERRUPTS_DEFERRED] = "1"
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - the same command, same interpreter
     except OSError:
@@ -50,6 +52,7 @@ def restore_interrupts() -> None:
     """Ctrl-C raises KeyboardInterrupt again, if `reexec_with_malloc_tunables` deferred it."""
     if os.environ.pop(_INTERRUPTS_DEFERRED, None):
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one comes now
 
 
 def caused_by_interrupt(error: BaseException) -> bool:

@@ -15,8 +15,19 @@ def status_report(models: ModelInstaller, state: StateStore) -> dict[str, Any]:
     """Active models with provenance, their backups, and the last sync, as plain data."""
     installed = state.read_installed()  # fresh: another process may have installed
     last = state.state.last_sync  # not load(): that would drop a running cycle's changes
-    report = {}
-    for slot, model in models.brain.snapshot.models.items():
+    report: dict[str, Any] = {}
+    for slot, why in models.unservable.items():  # nothing could serve it: what is on disk
+        report[slot] = {
+            "path": str(models.layout.path_of(models.brain.settings.slots[slot].path)),
+            "sha256": None,
+            "version": None,
+            "size_bytes": None,
+            "provenance": None,
+            "backups": [path.name for path in models.backups(slot)],
+            "problem": f"{why}; no valid backup: install a model to repair it",
+        }
+    serving = models.brain.snapshot.models if models.brain.loaded else {}
+    for slot, model in serving.items():
         provenance = installed.get(slot)
         matches = provenance is not None and provenance.sha256 == model.sha256
         report[slot] = {

@@ -211,7 +211,12 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_quietly(bot: Bot, delay: float) 
     )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    try:
+        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()  # the interrupt was lost: fail, and leave no process or pipe behind
+        process.communicate()
+        raise
 
     finished = Finished(process.returncode, stdout, stderr)
     no_traceback(finished)

@@ -509,3 +509,25 @@ async def test_a_read_only_start_after_an_interrupted_install_shows_what_recover
     writer = await start_models(settings)
 
     assert serving(reader) == serving(writer) == EMBEDDED
+
+
+def test_a_bad_active_file_without_a_backup_is_repaired_by_install(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "unified_brain.onnx").write_bytes(b"garbage" * 100)  # and no backup at all
+    settings_file = write_settings(tmp_path)
+    candidate = save(decision_model(seed=5, version="v2"), tmp_path / "v2.onnx")
+
+    status = run_cli(settings_file, "status")
+    rollback = run_cli(settings_file, "rollback")
+    install = run_cli(settings_file, "install", str(candidate))
+    after = json.loads(run_cli(settings_file, "status", "--json").stdout)["models"][SLOT]
+
+    assert status.returncode == 0, status.stderr
+    assert "install a model to repair it" in status.stdout
+    assert rollback.returncode == 1
+    assert "no backup" in rollback.stderr
+    assert install.returncode == 0, install.stderr
+    assert after["version"] == "v2"
+    assert after["problem"] is None
+    assert "Traceback" not in status.stderr + rollback.stderr + install.stderr

@@ -11,7 +11,7 @@ import pytest
 from loguru import logger
 
 from app.errors import ConfigurationError
-from app.fsutil import replace_durably, write_bytes_atomically
+from app.fsutil import write_bytes_atomically
 from app.install.layout import ModelsLayout
 from app.install.records import Provenance
 from app.install.transaction import Transaction
@@ -269,19 +269,6 @@ class TestAtomicWrites:
         write_bytes_atomically(target, b"\x00second")
         assert target.read_bytes() == b"\x00second"
         assert files_under(tmp_path) == ["file.json"]
-
-    def test_replace_durably_moves_a_staged_file_over_the_target(self, tmp_path):
-        staging = tmp_path / "staging"
-        staging.mkdir()
-        staged = staging / "model.onnx"
-        staged.write_bytes(b"new")
-        target = tmp_path / "model.onnx"
-        target.write_bytes(b"old")
-
-        replace_durably(staged, target)
-
-        assert target.read_bytes() == b"new"
-        assert not staged.exists()
 
 
 class TestProcessedArtifacts:

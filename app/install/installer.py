@@ -93,6 +93,7 @@ class ModelInstaller:
         self._lock = asyncio.Lock()
         self._listeners: list[SwapListener] = []
         self._refused: dict[str, FileIdentity] = {}  # the watch's memory of refused files
+        self.unservable: dict[str, str] = {}  # slots nothing could serve at start, and why
         brain.attach_reloader(self)
 
     @property
@@ -121,22 +122,29 @@ class ModelInstaller:
 
     # -- start-up ------------------------------------------------------------------------
 
-    async def start(self, *, recover: bool = True, strict: bool = False) -> BrainSnapshot:
+    async def start(
+        self, *, recover: bool = True, strict: bool = False, repairable: bool = False
+    ) -> BrainSnapshot | None:
         """Undo an interrupted install and clear leftovers (unless read-only), then load.
 
         A read-only start (``status``, ``--smoke``) loads what the next writing start would
-        serve. `strict` (the host) honours ``models.on_bad_active: refuse``.
+        serve. `strict` (the host) honours ``models.on_bad_active: refuse``. `repairable`
+        (``install``, ``rollback``, ``status``): a slot that nothing can serve (a bad active
+        file and no valid backup) does not fail the start; it is in :attr:`unservable`, the
+        brain stays unloaded, and an install or rollback into it repairs it.
         """
         if self._brain.loaded:
             return self._brain.snapshot
-        snapshot = await asyncio.to_thread(self._start_blocking, recover, strict)
-        for slot, model in snapshot.models.items():
+        snapshot = await asyncio.to_thread(self._start_blocking, recover, strict, repairable)
+        for slot, model in snapshot.models.items() if snapshot is not None else ():
             logger.info(
                 f"✅ [MODEL-RELOAD] Serving {slot} version {model.version} from {model.path}"
             )
         return snapshot
 
-    def _start_blocking(self, recover_first: bool, strict: bool) -> BrainSnapshot:
+    def _start_blocking(
+        self, recover_first: bool, strict: bool, repairable: bool = False
+    ) -> BrainSnapshot | None:
         actives = [self._slot_path(slot) for slot in self._settings.brain.slots]
         if recover_first:
             with self.write_lock():
@@ -161,8 +169,15 @@ class ModelInstaller:
                 refuse = strict and self._settings.models.on_bad_active == "refuse"
                 fallback = None if refuse else self._fall_back(slot, path, error, models)
                 if fallback is None:
-                    raise ModelError(f"slot {slot!r} cannot start from {path}: {error}") from None
+                    reason = f"slot {slot!r} cannot start from {path}: {error}"
+                    if not repairable:
+                        raise ModelError(reason) from None
+                    self.unservable[slot] = reason
+                    logger.error(f"❌ [MODEL-RELOAD] {reason}; no valid backup either")
+                    continue
                 models[slot] = fallback
+        if self.unservable:
+            return None
         return self._brain.publish(models)
 
     def _files_a_recovery_restores(self) -> dict[Path, Path]:
@@ -257,10 +272,14 @@ class ModelInstaller:
                     seconds=time.perf_counter() - started,
                     error=error,
                 )
+                log = logger.bind(
+                    slot=",".join(slots), outcome="refused", reason=reason, source=origin.source
+                )
                 if known:
-                    logger.error(f"❌ [MODEL-RELOAD] Model reload refused: {error}")
+                    # A refusal is expected: one line, no traceback.
+                    log.error(f"❌ [MODEL-RELOAD] Model reload refused: {error}")  # noqa: TRY400
                 else:
-                    logger.opt(exception=error).error(
+                    log.opt(exception=error).error(
                         f"❌ [MODEL-RELOAD] Model reload failed: {reason}"
                     )
                 self._tell(SwapEvent("refused", result, origin.source, slots, offered))
@@ -274,9 +293,9 @@ class ModelInstaller:
         )
         for slot, model in installed.items():
             self._refused.pop(slot, None)
-            logger.info(
-                f"✅ [MODEL-RELOAD] Model reloaded successfully: {slot} version {model.version}"
-            )
+            logger.bind(
+                slot=slot, version=model.version, outcome="installed", source=origin.source
+            ).info(f"✅ [MODEL-RELOAD] Model reloaded successfully: {slot} version {model.version}")
         if installed:
             kind = "rolled_back" if origin.source == "rollback" else "installed"
             self._tell(SwapEvent(kind, result, origin.source, slots, offered))
@@ -285,6 +304,8 @@ class ModelInstaller:
     def _swap_blocking(
         self, candidates: Sequence[Candidate], origin: Origin, other_files: Sequence[OtherFile]
     ) -> tuple[dict[str, LoadedModel], dict[str, Path]]:
+        if not self._brain.loaded:
+            return self._repair_blocking(candidates, origin), {}
         _check_candidates(candidates, self._brain.snapshot)
         with self.write_lock():
             current = self._catch_up([c.slot for c in candidates])
@@ -312,6 +333,53 @@ class ModelInstaller:
             for slot in installed:
                 self._prune_backups(slot, made=backups.get(slot))
         return installed, backups
+
+    def _repair_blocking(
+        self, candidates: Sequence[Candidate], origin: Origin
+    ) -> dict[str, LoadedModel]:
+        """Install into slots nothing could serve: validated against the slot's contract alone,
+        nothing backed up (there is no model that served), nothing published."""
+        for candidate in candidates:
+            if candidate.slot not in self.unservable:
+                raise ModelError(f"slot {candidate.slot!r} is not loaded (another slot is broken)")
+            check_file(candidate.path)
+        now = self._clock()
+        installed = {}
+        with self.write_lock():
+            transaction = Transaction(self.layout)
+            try:
+                for candidate in candidates:
+                    final = self._slot_path(candidate.slot)
+                    staged = transaction.stage_copy(candidate.path, suffix=".onnx")
+                    model = self._brain.load_model(
+                        candidate.slot,
+                        staged,
+                        serving=None,
+                        version=candidate.version,
+                        installed_at=final,
+                        alongside={},
+                    )
+                    transaction.place(staged, final, model.sha256)
+                    provenance = Provenance(
+                        **origin.model_dump(),
+                        slot=candidate.slot,
+                        path=str(final),
+                        sha256=model.sha256,
+                        version=model.version,
+                        installed_at=now,
+                    )
+                    transaction.place_record(
+                        provenance, self.layout.provenance_file(candidate.slot)
+                    )
+                    installed[candidate.slot] = model
+                transaction.apply()
+                transaction.commit()
+            except BaseException:
+                transaction.abort()
+                raise
+        for slot in installed:
+            self.unservable.pop(slot, None)
+        return installed
 
     def _catch_up(self, slots: Sequence[str]) -> BrainSnapshot:
         """Serve what another process installed since this one last looked (under the lock).
@@ -542,7 +610,7 @@ class ModelInstaller:
             backups = [b for b in backups if name in {b.name, str(b)}]
             if not backups:
                 return f"no backup {name!r} for slot {slot!r}"
-        serving = self._brain.snapshot.models[slot]
+        serving = self._brain.snapshot.models[slot] if self._brain.loaded else None
         choices = []
         for path in backups:
             record = self.records.backup(path.name)
@@ -554,7 +622,12 @@ class ModelInstaller:
                 if name is not None:
                     return f"backup {path.name} is corrupt: its SHA-256 differs from its record"
                 continue
-            if sha == serving.sha256 and serving.fallback_reason is None and name is None:
+            if (
+                serving is not None
+                and serving.fallback_reason is None
+                and sha == serving.sha256
+                and name is None
+            ):
                 continue
             choices.append((path, sha, record))
         if not choices:

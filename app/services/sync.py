@@ -503,12 +503,16 @@ class CloudModelSynchronizationService:
 def _log_summary(report: SyncReport) -> None:
     """The one line that says how a cycle ended and when the next may run."""
     when = None if report.retry_at is None else f"{report.retry_at:%H:%M:%S} UTC"
+    artifact = report.artifact or {}
+    log = logger.bind(
+        outcome=str(report.outcome), reason=report.reason, artifact=artifact.get("name")
+    )
     if report.outcome is CycleOutcome.FAILED:
         then = f"not before {when}" if when else "the next cycle tries again"
-        logger.error(
+        log.error(
             f"❌ [CLOUD-SYNC] Synchronization failed: {report.reason}; {then} "
             "(a failed sync does not count against min_interval_minutes)"
         )
         return
     then = f"; next unforced sync from {when}" if when else ""
-    logger.info(f"🌐 [CLOUD-SYNC] Synchronization {report.outcome}: {report.reason}{then}")
+    log.info(f"🌐 [CLOUD-SYNC] Synchronization {report.outcome}: {report.reason}{then}")
