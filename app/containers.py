@@ -172,14 +172,12 @@ def sync_service(
 
 def local_inbox(
     settings: Settings,
-    installer: ArtifactInstaller,
-    sync: CloudModelSynchronizationService,
+    pipeline: ArtifactInstaller,
     monitoring: ProductionMonitoringService | None = None,
 ) -> LocalInbox:
     return LocalInbox(
         settings.models_dir,
-        installer,
-        sync,
+        pipeline,
         poll_seconds=settings.cloud_sync.inbox_poll_seconds,
         monitoring=monitoring,
     )
@@ -215,7 +213,7 @@ class Core(containers.DeclarativeContainer):
         resilience=resilience,
         monitoring=monitoring,
     )
-    inbox = providers.Singleton(local_inbox, config, installer, sync, monitoring)
+    inbox = providers.Singleton(local_inbox, config, installer, monitoring)
     webhooks = providers.Singleton(WebhookDispatcher, config, sync)
 
 

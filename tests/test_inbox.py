@@ -277,7 +277,7 @@ async def test_poison_zips_are_rejected_one_by_one_and_the_good_zip_behind_them_
 async def test_an_unexpected_error_on_one_zip_rejects_that_zip_and_the_next_installs(
     rig, monkeypatch
 ):
-    real = rig.inbox._installer.install_zip
+    real = rig.inbox._pipeline.install_zip
     poisoned = rig.drop("poison.zip", model_artifact("v9"), age=60)
 
     async def install_zip(path, origin):
@@ -285,7 +285,7 @@ async def test_an_unexpected_error_on_one_zip_rejects_that_zip_and_the_next_inst
             raise RuntimeError("a bug in handling this zip")
         return await real(path, origin)
 
-    monkeypatch.setattr(rig.inbox._installer, "install_zip", install_zip)
+    monkeypatch.setattr(rig.inbox._pipeline, "install_zip", install_zip)
     rig.drop("good.zip", model_artifact("v2"), age=30)
 
     results = await rig.inbox.process_pending()

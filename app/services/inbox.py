@@ -27,7 +27,6 @@ from app.install.records import Origin
 from app.services.installer import ArtifactInstaller, InstallOutcome
 from app.services.monitoring import ProductionMonitoringService
 from app.services.outcome import Outcome
-from app.services.sync import CloudModelSynchronizationService
 
 SETTLE_SECONDS = 1.0
 # The host's state, not the zip's: the zip stays in the inbox and is tried again next look.
@@ -50,15 +49,13 @@ class LocalInbox:
     def __init__(
         self,
         models_dir: Path,
-        installer: ArtifactInstaller,
-        pipeline: CloudModelSynchronizationService,
+        pipeline: ArtifactInstaller,
         *,
         poll_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
         monitoring: ProductionMonitoringService | None = None,
     ) -> None:
         self.directory = ModelsLayout(models_dir).inbox_dir
-        self._installer = installer
         self._pipeline = pipeline
         self._poll_seconds = poll_seconds
         self._clock = clock
@@ -94,7 +91,7 @@ class LocalInbox:
     async def _judge(self, path: Path) -> InstallOutcome:
         """The installer's verdict on one zip; an error is this zip's outcome, never raised."""
         try:
-            return await self._installer.install_zip(
+            return await self._pipeline.install_zip(
                 path, Origin(source="inbox", artifact_name=path.name)
             )
         except _TRANSIENT as error:

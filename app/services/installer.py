@@ -7,9 +7,10 @@ checked the same way wherever it came from.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -17,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from app.brain.models import Candidate, SwapResult, version_label
-from app.errors import ArtifactError, ModelError, reason_code_of
+from app.errors import ArtifactError, ModelError, ModelsDirectoryLocked, reason_code_of
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
@@ -55,7 +56,9 @@ def check_placements(manifest: ArtifactManifest) -> None:
 
 
 class ArtifactInstaller:
-    """Installs verified artifacts through the model installer (or files only, without a brain)."""
+    """The artifact pipeline that every source feeds (GitHub poll, webhook, inbox): one claim at
+    a time, then extract, verify and install through the model installer (or files only,
+    without a brain)."""
 
     def __init__(
         self,
@@ -70,6 +73,27 @@ class ArtifactInstaller:
         self._models = models
         self._clock = clock
         self._layout = ModelsLayout(settings.models_dir)
+        self._claimed = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def claim(self) -> AsyncIterator[bool]:
+        """Hold the pipeline (this process's lock and ``sync.lock``) with fresh state.
+
+        Yields False, holding nothing, when another process holds it. Every source claims it,
+        so one artifact at a time goes through the pipeline and the state has one writer.
+        """
+        async with self._claimed:
+            try:
+                lock = await asyncio.to_thread(DirectoryLock, self._layout.sync_lock)
+            except ModelsDirectoryLocked:
+                yield False
+                return
+            try:
+                await asyncio.to_thread(self._state.load)
+                yield True
+            finally:
+                await asyncio.to_thread(self._state.flush)
+                lock.release()
 
     async def install_zip(self, zip_path: Path, origin: Origin) -> InstallOutcome:
         """Extract, verify and install `zip_path`; never raises for a bad artifact."""

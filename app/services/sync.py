@@ -39,7 +39,6 @@ from app.errors import (
     reason_code_of,
 )
 from app.install.layout import ModelsLayout
-from app.install.lock import DirectoryLock
 from app.install.records import Origin, Source
 from app.services.breaker import CircuitOpen
 from app.services.github import GitHubActionsClient
@@ -147,7 +146,6 @@ class CloudModelSynchronizationService:
         self._monitoring = monitoring
         self._clock = clock
         self._policy = SelectionPolicy.from_settings(settings.github)
-        self._cycle = asyncio.Lock()
         self._layout = ModelsLayout(settings.models_dir)
         self._downloads = self._layout.downloads_dir
         self.progress: ProgressFactory | None = None
@@ -177,25 +175,9 @@ class CloudModelSynchronizationService:
 
         return await self._exclusive(one_run, force=True)
 
-    @contextlib.asynccontextmanager
-    async def claim(self) -> AsyncIterator[bool]:
-        """Hold the pipeline (this process's lock and ``sync.lock``) with fresh state.
-
-        Yields False, holding nothing, when another process holds it. The inbox claims it too,
-        so one artifact at a time goes through the pipeline and the state has one writer.
-        """
-        async with self._cycle:
-            try:
-                lock = await asyncio.to_thread(DirectoryLock, self._layout.sync_lock)
-            except ModelsDirectoryLocked:
-                yield False
-                return
-            try:
-                await asyncio.to_thread(self._state.load)
-                yield True
-            finally:
-                await asyncio.to_thread(self._state.flush)
-                lock.release()
+    def claim(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Hold the artifact pipeline (see :meth:`ArtifactInstaller.claim`)."""
+        return self._installer.claim()
 
     async def _exclusive(
         self, body: Callable[[GitHubActionsClient], Awaitable[SyncReport]], *, force: bool
