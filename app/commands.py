@@ -15,8 +15,8 @@ from app.brain.models import Candidate, SwapResult
 from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
-from app.host_lock import HostLock
 from app.install.installer import ModelInstaller
+from app.install.lock import hold_host
 from app.install.records import Origin
 from app.ops import OpsServer
 from app.process import settle_heap
@@ -113,7 +113,7 @@ def _first_feature_row(settings: Settings) -> list[float]:
 async def run(container: Application, _args: argparse.Namespace) -> int:
     """The long-running host: decisions, model watch, cloud sync, inbox, ops server."""
     settings: Settings = container.config()
-    host_lock = HostLock(settings.models_dir)  # one host per models directory, until it stops
+    host_lock = hold_host(settings.models_dir)  # one host per models directory, until it stops
     try:
         await _start_resources(container)
         models = await _started(container, strict=True)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.errors import HostAlreadyRunning
-from app.host_lock import HostLock
+from app.install.lock import hold_host
 from tests.test_cli import (
     EMBEDDED_VERSION,
     Bot,
@@ -96,14 +96,14 @@ def test_a_host_that_died_leaves_no_lock_behind(
 def test_a_stopped_host_releases_the_lock(bot: Bot, running: RunningHost) -> None:
     assert running.stop() == 0
 
-    lock = HostLock(bot.models)  # would raise if the lock were still held
+    lock = hold_host(bot.models)  # would raise if the lock were still held
     lock.release()
 
 
 def test_the_lock_names_its_holder_and_is_free_again_after_release(models_dir: Path) -> None:
-    with HostLock(models_dir) as held:
+    with hold_host(models_dir) as held:
         assert held.path.read_text() == str(os.getpid())
         with pytest.raises(HostAlreadyRunning, match=rf"another host \(pid {os.getpid()}\)"):
-            HostLock(models_dir)
+            hold_host(models_dir)
     assert (models_dir / ".sync" / "host.lock").read_text() == ""
-    HostLock(models_dir).release()
+    hold_host(models_dir).release()
