@@ -87,6 +87,11 @@ def set_memory_budget(limit_bytes: int) -> None:
     _memory_budget_bytes = limit_bytes
 
 
+def memory_budget_set() -> bool:
+    """Whether this process's sessions share the capped arena of :func:`set_memory_budget`."""
+    return _memory_budget_bytes is not None
+
+
 def memory_refusal(message: str) -> str | None:
     """The one-line reason when `message` is the arena refusing an allocation, else None."""
     found = _ARENA_REFUSAL.search(message)
