@@ -18,6 +18,7 @@
     ├── ArtifactError             the artifact itself is bad: checksum, hostile zip, size
     │   ├── ArtifactTooLarge      over a size, count or compression-ratio limit
     │   ├── ChecksumMismatch
+    │   ├── NoModelForSlot        no model in it that a configured slot can take
     │   └── UnsafeDownloadLocation  its download redirects to anything but https
     ├── ModelError                a model file cannot serve: unreadable, incompatible, bad output
     │   ├── ModelLoadFailed       not a file ONNX Runtime can build a session from
@@ -99,6 +100,12 @@ class ArtifactError(AppError):
     """The artifact's content is unacceptable; it is rejected and not downloaded again."""
 
     reason_code = "unsafe_archive"
+
+
+class NoModelForSlot(ArtifactError):
+    """The artifact holds no model that any configured slot can take."""
+
+    reason_code = "no_models"
 
 
 class ArtifactTooLarge(ArtifactError):

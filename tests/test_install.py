@@ -531,3 +531,15 @@ def test_a_bad_active_file_without_a_backup_is_repaired_by_install(tmp_path: Pat
     assert after["version"] == "v2"
     assert after["problem"] is None
     assert "Traceback" not in status.stderr + rollback.stderr + install.stderr
+
+
+async def test_an_artifact_without_a_model_is_rejected_as_no_models(
+    models: ModelInstaller, tmp_path: Path
+) -> None:
+    zip_path = tmp_path / "empty.zip"
+    zip_path.write_bytes(zip_bytes([("notes/metadata.json", b'{"version": "v9"}')]))
+
+    outcome = await install_zip(models, zip_path)
+
+    assert outcome.outcome == "rejected"
+    assert outcome.reason_code == "no_models"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from app.errors import ArtifactError, ChecksumMismatch
+from app.errors import ArtifactError, ChecksumMismatch, NoModelForSlot
 from app.fsutil import sha256_of_file
 from app.logs import printable
 from app.services.extraction import MODEL_SUFFIX, is_metadata
@@ -302,7 +302,7 @@ def assign_slots(manifest: ArtifactManifest, slots: Mapping[str, str]) -> SlotAs
     if not by_slot:
         wanted = ", ".join(f"{slot} ({path})" for slot, path in sorted(slots.items()))
         found = ", ".join(str(model.path) for model in manifest.models) or "no .onnx file"
-        raise ArtifactError(
+        raise NoModelForSlot(
             f"artifact has no model for any configured slot: slots {wanted}; artifact has {found}"
         )
     return SlotAssignment(by_slot, tuple(unassigned))

@@ -64,7 +64,6 @@ in place and the watch picked it up."""
 ARTIFACT_REASONS: Final[dict[str, str]] = {
     "ok": "passed every check (with outcome installed)",
     "already_installed": "this artifact is the one serving now",
-    "untrusted_run": "run from a pull request, a fork, another branch or workflow",
     "expired": "GitHub lists the artifact as expired, or its download answered 410",
     "download_failed": "the download did not complete",
     "digest_mismatch": "the zip's SHA-256 differs from GitHub's digest",
