@@ -32,11 +32,12 @@ from app.brain.runtime import FileIdentity
 from app.brain.validation import check_file
 from app.errors import AppError, ModelError, ModelsDirectoryLocked
 from app.fsutil import sha256_of_file
-from app.install.backups import backups_of, next_backup_name, parse_backup_name
+from app.install.backups import next_backup_name
 from app.install.journal import read_journal
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
 from app.install.records import BackupRecord, Origin, Provenance, Records
+from app.install.shelf import BackupShelf
 from app.install.transaction import Transaction, recover
 from app.settings import Settings
 
@@ -90,6 +91,7 @@ class ModelInstaller:
         self._clock = clock
         self.layout = ModelsLayout(settings.models_dir)
         self.records = Records(self.layout)
+        self.shelf = BackupShelf(self.layout, self.records, settings.models.backup_retention)
         self._lock = asyncio.Lock()
         self._listeners: list[SwapListener] = []
         self._refused: dict[str, FileIdentity] = {}  # the watch's memory of refused files
@@ -154,8 +156,8 @@ class ModelInstaller:
                     logger.info(f"🧹 [MODEL-RELOAD] Removed {freed} bytes of unfinished work")
                 _break_shared_inodes(self.layout, actives)
                 for slot in self._settings.brain.slots:
-                    self._prune_backups(slot)  # one an interrupted install did not finish
-                self._drop_orphan_records()
+                    self.shelf.prune(slot)  # one an interrupted install did not finish
+                self.shelf.drop_orphan_records()
         # Read-only, after a crash mid-install: what a writing start will have put back.
         restored = {} if recover_first else self._files_a_recovery_restores()
         models: dict[str, LoadedModel] = {}
@@ -211,7 +213,7 @@ class ModelInstaller:
         self, slot: str, path: Path, error: ModelError, loaded: Mapping[str, LoadedModel]
     ) -> LoadedModel | None:
         for backup in self.backups(slot):
-            if not self._backup_is_intact(backup):
+            if not self.shelf.is_intact(backup):
                 continue
             record = self.records.backup(backup.name)
             try:
@@ -331,7 +333,7 @@ class ModelInstaller:
                     self._brain.publish({slot: current.models[slot] for slot in prepared})
                 raise
             for slot in installed:
-                self._prune_backups(slot, made=backups.get(slot))
+                self.shelf.prune(slot, made=backups.get(slot))
         return installed, backups
 
     def _repair_blocking(
@@ -447,7 +449,7 @@ class ModelInstaller:
         """Plan the backups, provenance records and other files; the backups by slot."""
         now = self._clock()
         backups = {}
-        taken: list[str] = self._backup_names()
+        taken: list[str] = self.shelf.names()
         for slot, model in prepared.items():
             serving = current.models[slot]
             if self._active_is_serving(serving):
@@ -510,65 +512,9 @@ class ModelInstaller:
 
     # -- backups and rollback ------------------------------------------------------------
 
-    def _backup_names(self) -> list[str]:
-        if not self.layout.backup_dir.is_dir():
-            return []
-        names = []
-        for entry in self.layout.backup_dir.iterdir():
-            if not entry.is_file():
-                continue
-            if parse_backup_name(entry.name) is None:
-                logger.warning(f"⚠️ [MODEL-RELOAD] Ignoring {entry}: not a backup's name")
-                continue
-            names.append(entry.name)
-        return sorted(names)
-
     def backups(self, slot: str | None = None) -> list[Path]:
         """Backups of `slot` (default: the decision slot), newest first."""
-        chosen = slot or self._settings.brain.decision_slot
-        names = self._backup_names()
-        return [self.layout.backup_dir / b.file_name for b in backups_of(chosen, names)]
-
-    def _backup_is_intact(self, backup: Path) -> bool:
-        """True unless the backup's recorded SHA-256 says its bytes changed."""
-        record = self.records.backup(backup.name)
-        if record is None:
-            return True  # an older version's backup: validation still decides
-        if sha256_of_file(backup) == record.sha256:
-            return True
-        logger.error(f"❌ [MODEL-RELOAD] Backup {backup.name} is corrupt: its SHA-256 changed")
-        return False
-
-    def _drop_orphan_records(self) -> None:
-        """Records whose backup is gone (a prune interrupted between the two deletions)."""
-        folder = self.layout.backup_records_dir
-        if not folder.is_dir():
-            return
-        for record in folder.glob("*.json"):
-            if not (self.layout.backup_dir / record.stem).exists():
-                record.unlink(missing_ok=True)
-
-    def _prune_backups(self, slot: str, *, made: Path | None = None) -> None:
-        """Delete `slot`'s recorded backups beyond the newest ``models.backup_retention``, but
-        never the newest intact one. `made`: the backup this install just took of the model
-        that served (intact by construction, so nothing needs hashing)."""
-        keep = self._settings.models.backup_retention
-        listed = self.backups(slot)
-        if len(listed) <= keep:
-            return  # nothing to prune: no record need be read
-        recorded = [path for path in listed if self.records.backup(path.name)]
-        if len(recorded) <= keep:
-            return
-        kept = set(recorded[:keep])
-        if made is None or made not in kept:
-            newest_intact = next((p for p in recorded if self._backup_is_intact(p)), None)
-            if newest_intact is not None:
-                kept.add(newest_intact)
-        for path in recorded:
-            if path in kept:
-                continue
-            path.unlink(missing_ok=True)  # the file first: a crash leaves an orphan record,
-            self.layout.backup_record_file(path.name).unlink(missing_ok=True)  # dropped at start
+        return self.shelf.of(slot or self._settings.brain.decision_slot)
 
     async def rollback(self, slot: str | None = None, backup: str | None = None) -> SwapResult:
         """Restore a backup through the same validated path as any install.
@@ -580,7 +526,8 @@ class ModelInstaller:
         if chosen not in self._settings.brain.slots:
             known = ", ".join(self._settings.brain.slots)
             return SwapResult(ok=False, reason=f"unknown slot {chosen!r} (slots: {known})")
-        choices = await asyncio.to_thread(self._rollback_choices, chosen, backup)
+        serving = self._brain.snapshot.models[chosen] if self._brain.loaded else None
+        choices = await asyncio.to_thread(self.shelf.choices, chosen, backup, serving)
         if isinstance(choices, str):
             return SwapResult(ok=False, reason=choices)
         for path, candidate_sha, record in choices:
@@ -601,38 +548,6 @@ class ModelInstaller:
             ok=False,
             reason=f"slot {chosen!r} has no valid backup that differs from the serving model",
         )
-
-    def _rollback_choices(
-        self, slot: str, name: str | None
-    ) -> list[tuple[Path, str, BackupRecord | None]] | str:
-        backups = self.backups(slot)
-        if name is not None:
-            backups = [b for b in backups if name in {b.name, str(b)}]
-            if not backups:
-                return f"no backup {name!r} for slot {slot!r}"
-        serving = self._brain.snapshot.models[slot] if self._brain.loaded else None
-        choices = []
-        for path in backups:
-            record = self.records.backup(path.name)
-            sha = sha256_of_file(path)
-            if record is not None and record.sha256 != sha:
-                logger.error(
-                    f"❌ [MODEL-RELOAD] Backup {path.name} is corrupt: its SHA-256 changed"
-                )
-                if name is not None:
-                    return f"backup {path.name} is corrupt: its SHA-256 differs from its record"
-                continue
-            if (
-                serving is not None
-                and serving.fallback_reason is None
-                and sha == serving.sha256
-                and name is None
-            ):
-                continue
-            choices.append((path, sha, record))
-        if not choices:
-            return f"slot {slot!r} has no backup that differs from the serving model"
-        return choices
 
     # -- models installed by others ------------------------------------------------------
 
