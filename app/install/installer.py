@@ -362,16 +362,13 @@ class ModelInstaller:
                         alongside={},
                     )
                     transaction.place(staged, final, model.sha256)
-                    provenance = Provenance(
-                        **origin.model_dump(),
-                        slot=candidate.slot,
-                        path=str(final),
+                    transaction.place_provenance(
+                        origin,
+                        candidate.slot,
+                        final,
                         sha256=model.sha256,
                         version=model.version,
-                        installed_at=now,
-                    )
-                    transaction.place_record(
-                        provenance, self.layout.provenance_file(candidate.slot)
+                        at=now,
                     )
                     installed[candidate.slot] = model
                 transaction.apply()
@@ -474,15 +471,9 @@ class ModelInstaller:
                 transaction.place_record(record, self.layout.backup_record_file(name))
                 backups[slot] = backup
                 logger.info(f"💾 [MODEL-RELOAD] Backup created: {backup}")
-            provenance = Provenance(
-                **origin.model_dump(),
-                slot=slot,
-                path=str(serving.path),
-                sha256=model.sha256,
-                version=model.version,
-                installed_at=now,
+            transaction.place_provenance(
+                origin, slot, serving.path, sha256=model.sha256, version=model.version, at=now
             )
-            transaction.place_record(provenance, self.layout.provenance_file(slot))
         for source, final in other_files:
             transaction.place(transaction.stage_copy(source, suffix=final.suffix), final)
         return backups

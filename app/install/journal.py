@@ -21,7 +21,7 @@ from app.fsutil import write_bytes_atomically
 from app.install.backups import parse_backup_name
 from app.install.layout import BACKUP_FOLDER, SYNC_FOLDER, ModelsLayout
 
-_RECORD_FOLDERS = (("installed",), ("backups",))
+_RECORD_FOLDERS = frozenset({"installed", "backups"})  # under .sync/: provenance, backup records
 
 
 class UntrustedJournal(ValueError):
@@ -77,7 +77,7 @@ def _check_final(relative: str) -> None:
     is_record = (
         len(parts) == 3
         and parts[0] == SYNC_FOLDER
-        and (parts[1],) in _RECORD_FOLDERS
+        and parts[1] in _RECORD_FOLDERS
         and parts[2].endswith(".json")
     )
     if not is_record:

@@ -49,10 +49,7 @@ class BackupShelf:
         record = self.records.backup(backup.name)
         if record is None:
             return True  # an older version's backup: validation still decides
-        if sha256_of_file(backup) == record.sha256:
-            return True
-        logger.error(f"❌ [MODEL-RELOAD] Backup {backup.name} is corrupt: its SHA-256 changed")
-        return False
+        return not _corrupt(backup, record, sha256_of_file(backup))
 
     def drop_orphan_records(self) -> None:
         """Records whose backup is gone (a prune interrupted between the two deletions)."""
@@ -99,10 +96,7 @@ class BackupShelf:
         for path in backups:
             record = self.records.backup(path.name)
             sha = sha256_of_file(path)
-            if record is not None and record.sha256 != sha:
-                logger.error(
-                    f"❌ [MODEL-RELOAD] Backup {path.name} is corrupt: its SHA-256 changed"
-                )
+            if _corrupt(path, record, sha):
                 if name is not None:
                     return f"backup {path.name} is corrupt: its SHA-256 differs from its record"
                 continue
@@ -117,3 +111,11 @@ class BackupShelf:
         if not choices:
             return f"slot {slot!r} has no backup that differs from the serving model"
         return choices
+
+
+def _corrupt(backup: Path, record: BackupRecord | None, sha256: str) -> bool:
+    """True (and said) when `backup`'s bytes no longer hash to what its record says."""
+    if record is None or record.sha256 == sha256:
+        return False
+    logger.error(f"❌ [MODEL-RELOAD] Backup {backup.name} is corrupt: its SHA-256 changed")
+    return True

@@ -21,6 +21,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from loguru import logger
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 from app.fsutil import fsync_directory, sha256_of_file
 from app.install.journal import Journal, JournalEntry, read_journal, write_journal
 from app.install.layout import ModelsLayout
+from app.install.records import Origin, Provenance
 
 
 def fsync_file(path: Path) -> None:
@@ -110,6 +112,20 @@ class Transaction:
             os.fsync(stream.fileno())
         self._durable.add(staged)
         self.place(staged, final, hashlib.sha256(data).hexdigest())
+
+    def place_provenance(
+        self, origin: Origin, slot: str, final: Path, *, sha256: str, version: str, at: datetime
+    ) -> None:
+        """Plan the provenance record of the model this transaction installs at `final`."""
+        provenance = Provenance(
+            **origin.model_dump(),
+            slot=slot,
+            path=str(final),
+            sha256=sha256,
+            version=version,
+            installed_at=at,
+        )
+        self.place_record(provenance, self._layout.provenance_file(slot))
 
     def back_up(self, active: Path, backup: Path) -> None:
         """Plan `backup` to become a name of the file `active` holds now."""

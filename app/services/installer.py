@@ -22,7 +22,7 @@ from app.errors import ArtifactError, ModelError, ModelsDirectoryLocked, reason_
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
-from app.install.records import Origin, Provenance
+from app.install.records import Origin
 from app.install.transaction import Transaction
 from app.services.extraction import ExtractionLimits, extract_artifact
 from app.services.manifest import ArtifactManifest, SlotAssignment, assign_slots, build_manifest
@@ -172,15 +172,9 @@ class ArtifactInstaller:
                     staged = transaction.stage_copy(manifest.root / model.path, suffix=".onnx")
                     transaction.place(staged, target, model.sha256)
                     versions[slot] = version_label(model.sha256, model.version)
-                    provenance = Provenance(
-                        **origin.model_dump(),
-                        slot=slot,
-                        path=str(target),
-                        sha256=model.sha256,
-                        version=versions[slot],
-                        installed_at=now,
+                    transaction.place_provenance(
+                        origin, slot, target, sha256=model.sha256, version=versions[slot], at=now
                     )
-                    transaction.place_record(provenance, self._layout.provenance_file(slot))
                 for source, final in self._other_files(manifest, assignment):
                     staged = transaction.stage_copy(source, suffix=final.suffix)
                     transaction.place(staged, final)
