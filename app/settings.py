@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -187,6 +189,49 @@ class JournalSettings(Section):
     flush_seconds: float = Field(default=0.25, gt=0, le=60)
 
 
+_CLOCK_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class LifecycleSettings(Section):
+    """The model lifecycle (``app.lifecycle``): shadow, canary, the judge, quarantine.
+
+    Windows are in market time (the bars' timestamps). ``blackout``: ranges of the market's
+    clock (``HH:MM-HH:MM`` in ``blackout_timezone``; a range may cross midnight) in which no
+    new model starts trading: it waits in shadow and starts its canary after the window.
+    """
+
+    mode: Literal["canary", "direct"] = "canary"  # direct: the seed's validated swap, no judging
+    shadow_minutes: float = Field(default=0, ge=0, le=7 * 24 * 60)
+    canary_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    on_inconclusive: Literal["keep", "rollback"] = "keep"
+    degradation: float = Field(default=0.15, gt=0, lt=1)  # the seed's 15%
+    alpha: float = Field(default=0.05, gt=0, le=0.5)  # the false-rollback budget
+    min_trades: int = Field(default=10, ge=1)  # closed trades before the soft judgement speaks
+    loss_limit: float = Field(default=0.02, gt=0, le=1)  # net return of the canary, -2%
+    max_drawdown: float = Field(default=0.03, gt=0, le=1)  # of the canary's equity curve
+    stuck_bars: int = Field(default=30, ge=0)  # one action this long while the incumbent moves
+    blackout: tuple[str, ...] = ()
+    blackout_timezone: str = "UTC"
+
+    @field_validator("blackout")
+    @classmethod
+    def _clock_ranges(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not _CLOCK_RANGE.match(entry.strip()):
+                raise ValueError(f"lifecycle.blackout entry {entry!r} is not HH:MM-HH:MM")
+        return tuple(entry.strip() for entry in value)
+
+    @field_validator("blackout_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            message = f"lifecycle.blackout_timezone {value!r} is not a known zone"
+            raise ValueError(message) from error
+        return value
+
+
 def _is_loopback(host: str) -> bool:
     """True for localhost and loopback addresses only (not a name like 127.example.com)."""
     if host == "localhost":
@@ -321,6 +366,7 @@ class Settings(BaseSettings):
     market: MarketSettings = MarketSettings()
     trading: TradingSettings = TradingSettings()
     journal: JournalSettings = JournalSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     ops: OpsSettings = OpsSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     memory: MemorySettings = MemorySettings()
