@@ -29,12 +29,13 @@ def fsync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
-def write_bytes_atomically(path: Path, data: bytes | str) -> None:
+def write_bytes_atomically(path: Path, data: bytes | str, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` (a ``str`` is written as UTF-8), all or nothing.
 
     The folder must exist. The new file is private to its owner (mode 0600, from ``mkstemp``),
     which suits state and provenance files. On any failure the temporary file is removed and the
-    old ``path``, if there was one, is left as it was.
+    old ``path``, if there was one, is left as it was. ``durable=False`` skips the fsyncs: the
+    replacement is still all or nothing if the process dies, but a power loss may undo it.
     """
     payload = data.encode() if isinstance(data, str) else data
     descriptor, temporary_name = tempfile.mkstemp(
@@ -45,13 +46,15 @@ def write_bytes_atomically(path: Path, data: bytes | str) -> None:
         with os.fdopen(descriptor, "wb") as staged:
             staged.write(payload)
             staged.flush()
-            os.fsync(staged.fileno())
+            if durable:
+                os.fsync(staged.fileno())
         temporary.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
         raise
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
 
 
 def sha256_of_file(path: Path) -> str:

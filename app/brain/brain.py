@@ -22,7 +22,7 @@ from loguru import logger
 
 from app.brain.budget import Budget, Validations
 from app.brain.decision import Decision, choose_action
-from app.brain.models import BrainSnapshot, LoadedModel, version_label
+from app.brain.models import BrainSnapshot, DecisionFeed, LoadedModel, version_label
 from app.brain.runtime import FileIdentity
 from app.brain.validation import SlotContract, check_file, validate_model
 from app.errors import ModelError
@@ -40,6 +40,11 @@ _FLOAT32 = np.dtype(np.float32)
 
 DecisionObserver = Callable[[str, float], None]
 InvalidOutputObserver = Callable[[str, str, str], None]  # slot, version, why
+
+
+def _held(versions: Mapping[str, str]) -> Decision:
+    """The hold that stands in for an output that cannot be a decision."""
+    return Decision("hold", 0.0, (0.0, 0.0, 0.0), versions, valid=False)
 
 
 class MemoryGuard(Protocol):
@@ -195,7 +200,22 @@ class TradingBrain:
             snapshot = current.replacing(models)
         self._snapshot = snapshot
         for slot in models:
-            self._unhealthy.pop(slot, None)
+            if (
+                slot != snapshot.decision_slot
+                or current is None
+                or (snapshot.deciding is not current.deciding)
+            ):
+                self._unhealthy.pop(slot, None)
+        return snapshot
+
+    def pin(self, model: LoadedModel | None) -> BrainSnapshot:
+        """Decide with `model` (the lifecycle's champion or incumbent) rather than the decision
+        slot's installed model, from the next decision on; None: the installed model again."""
+        current = self.snapshot
+        snapshot = current.pinning(model)
+        self._snapshot = snapshot
+        if snapshot.deciding is not current.deciding:
+            self._unhealthy.pop(snapshot.decision_slot, None)  # about the model that decided
         return snapshot
 
     def _warmup_rows(self, slot: str) -> np.ndarray | None:
@@ -214,6 +234,34 @@ class TradingBrain:
         snapshot = self._snapshot  # read once: the whole decision uses these versions
         if snapshot is None:
             raise ModelError("the brain has not loaded its models yet (call start())")
+        decision = self._run(snapshot.decision, self._row(features), snapshot.versions)
+        if isinstance(decision, str):
+            return self._invalid(snapshot.decision.model, decision, snapshot.versions)
+        if observer is not None:
+            observer(decision.action, time.perf_counter() - started)
+        return decision
+
+    def decide_with(
+        self, model: LoadedModel, features: Sequence[float] | np.ndarray[Any, Any]
+    ) -> Decision:
+        """What `model` (one not serving: a shadow) decides on `features`, exactly as
+        :meth:`decide` would; an invalid output is a hold with ``valid`` False, and marks
+        nothing unhealthy."""
+        versions = {**self.snapshot.versions, model.slot: model.version}
+        decision = self._run(DecisionFeed.of(model), self._row(features), versions)
+        return _held(versions) if isinstance(decision, str) else decision
+
+    async def decide_with_async(
+        self, model: LoadedModel, features: Sequence[float] | np.ndarray[Any, Any]
+    ) -> Decision:
+        """:meth:`decide_with`, in the decision worker thread when `model` is slow."""
+        measured = model.decision_seconds
+        if measured is not None and measured > self._inline_seconds:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(_DECIDING, self.decide_with, model, features)
+        return self.decide_with(model, features)
+
+    def _row(self, features: Sequence[float] | np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         row = (
             features
             if type(features) is np.ndarray and features.dtype is _FLOAT32
@@ -223,7 +271,12 @@ class TradingBrain:
             row = row.reshape(1, -1)
             if row.shape != self._row_shape:
                 raise ValueError(f"expected {self._row_shape[1]} features, got {row.shape[1]}")
-        feed = snapshot.decision
+        return row
+
+    def _run(
+        self, feed: DecisionFeed, row: np.ndarray[Any, Any], versions: Mapping[str, str]
+    ) -> Decision | str:
+        """The decision `feed`'s model makes on `row`, or why its output cannot be one."""
         output = feed.session.run(feed.output_names, {feed.input_name: row})[0]
         # Unpacking checks the shape ([1, 3]), and one comparison of the sum checks that it is
         # a distribution (NaN and infinities fail it too): cheaper than asking numpy, and free
@@ -234,18 +287,14 @@ class TradingBrain:
             total = sell + hold + buy
         except (ValueError, TypeError, AttributeError):
             shape = list(getattr(output, "shape", ()))
-            return self._invalid(snapshot, f"output shape {shape}, expected [1, 3]")
+            return f"output shape {shape}, expected [1, 3]"
         if not _SUM_LOW < total < _SUM_HIGH:
-            return self._invalid(snapshot, f"output {probabilities} is not a distribution")
+            return f"output {probabilities} is not a distribution"
         action, confidence = choose_action(probabilities, self._threshold)
-        decision = Decision(action, confidence, (sell, hold, buy), snapshot.versions)
-        if observer is not None:
-            observer(action, time.perf_counter() - started)
-        return decision
+        return Decision(action, confidence, (sell, hold, buy), versions)
 
-    def _invalid(self, snapshot: BrainSnapshot, why: str) -> Decision:
+    def _invalid(self, model: LoadedModel, why: str, versions: Mapping[str, str]) -> Decision:
         """A hold in place of a decision the model's output cannot make; counted, told once."""
-        model = snapshot.decision.model
         if self._unhealthy.get(model.slot) is None:
             logger.error(
                 f"❌ [BRAIN] {model.slot} version {model.version} gave an invalid output ({why}); "
@@ -254,7 +303,7 @@ class TradingBrain:
         self._unhealthy[model.slot] = f"version {model.version}: {why}"
         if self._invalid_observer is not None:
             self._invalid_observer(model.slot, model.version, why)
-        return Decision("hold", 0.0, (0.0, 0.0, 0.0), snapshot.versions)
+        return _held(versions)
 
     async def decide_async(self, features: Sequence[float] | np.ndarray[Any, Any]) -> Decision:
         """:meth:`decide`, in a worker thread when the model is too slow for the event loop."""

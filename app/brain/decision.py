@@ -20,6 +20,9 @@ class Decision(NamedTuple):
     confidence: float
     probabilities: tuple[float, float, float]
     versions: Mapping[str, str]
+    # False when the model's output could not be a decision (NaN, wrong shape, not a
+    # distribution) and the brain held instead: the canary judge's non-finite guardrail.
+    valid: bool = True
 
     @property
     def best_action(self) -> Action:

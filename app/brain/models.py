@@ -52,25 +52,49 @@ class DecisionFeed:
 
 @dataclass(frozen=True, slots=True)
 class BrainSnapshot:
-    """Every slot's model at one instant; replaced whole, never changed in place."""
+    """Every slot's model at one instant; replaced whole, never changed in place.
+
+    `models` are the installed models (what the files on disk hold). The decision slot's
+    decisions come from `pinned` when the model lifecycle has pinned one (the champion, while
+    a newly installed model waits in shadow; the incumbent, the moment a canary fails), else
+    from the installed model; `versions` name the models that decide.
+    """
 
     models: Mapping[str, LoadedModel]
     versions: Mapping[str, str]
     decision_slot: str
     decision: DecisionFeed
+    pinned: LoadedModel | None = None
 
     @classmethod
-    def of(cls, models: Mapping[str, LoadedModel], decision_slot: str) -> BrainSnapshot:
+    def of(
+        cls,
+        models: Mapping[str, LoadedModel],
+        decision_slot: str,
+        pinned: LoadedModel | None = None,
+    ) -> BrainSnapshot:
         frozen = MappingProxyType(dict(models))
+        deciding = pinned or frozen[decision_slot]
+        versions = {slot: m.version for slot, m in frozen.items()}
+        versions[decision_slot] = deciding.version
         return cls(
             models=frozen,
-            versions=MappingProxyType({slot: m.version for slot, m in frozen.items()}),
+            versions=MappingProxyType(versions),
             decision_slot=decision_slot,
-            decision=DecisionFeed.of(frozen[decision_slot]),
+            decision=DecisionFeed.of(deciding),
+            pinned=pinned,
         )
 
+    @property
+    def deciding(self) -> LoadedModel:
+        """The model whose decisions trade (the pinned one, else the installed one)."""
+        return self.decision.model
+
     def replacing(self, changes: Mapping[str, LoadedModel]) -> BrainSnapshot:
-        return BrainSnapshot.of({**self.models, **changes}, self.decision_slot)
+        return BrainSnapshot.of({**self.models, **changes}, self.decision_slot, self.pinned)
+
+    def pinning(self, model: LoadedModel | None) -> BrainSnapshot:
+        return BrainSnapshot.of(self.models, self.decision_slot, model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from app.install.backups import next_backup_name
 from app.install.journal import read_journal
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
-from app.install.records import BackupRecord, Origin, Provenance, Records
+from app.install.records import BackupRecord, Origin, Provenance, Records, Source
 from app.install.shelf import BackupShelf
 from app.install.transaction import Transaction, recover
 from app.settings import Settings
@@ -299,7 +299,7 @@ class ModelInstaller:
                 slot=slot, version=model.version, outcome="installed", source=origin.source
             ).info(f"✅ [MODEL-RELOAD] Model reloaded successfully: {slot} version {model.version}")
         if installed:
-            kind = "rolled_back" if origin.source == "rollback" else "installed"
+            kind = "rolled_back" if origin.source in ("rollback", "lifecycle") else "installed"
             self._tell(SwapEvent(kind, result, origin.source, slots, offered))
         return result
 
@@ -507,11 +507,14 @@ class ModelInstaller:
         """Backups of `slot` (default: the decision slot), newest first."""
         return self.shelf.of(slot or self._settings.brain.decision_slot)
 
-    async def rollback(self, slot: str | None = None, backup: str | None = None) -> SwapResult:
+    async def rollback(
+        self, slot: str | None = None, backup: str | None = None, *, source: Source = "rollback"
+    ) -> SwapResult:
         """Restore a backup through the same validated path as any install.
 
         Default: the newest intact backup that differs from the serving model and passes
-        validation; corrupt or invalid backups are skipped with a log line.
+        validation; corrupt or invalid backups are skipped with a log line. `source`:
+        ``lifecycle`` when the canary judge rolls back (it sends its own alert).
         """
         chosen = slot or self._settings.brain.decision_slot
         if chosen not in self._settings.brain.slots:
@@ -527,7 +530,7 @@ class ModelInstaller:
                 if record is not None and record.provenance is not None
                 else Origin(source="rollback", artifact_name=path.name)
             )
-            origin = origin.model_copy(update={"source": "rollback"})
+            origin = origin.model_copy(update={"source": source})
             version = record.version if record is not None else None
             result = await self.swap_in(
                 [Candidate(chosen, path, version, candidate_sha)], origin=origin

@@ -10,6 +10,11 @@
     models/.sync/installed/<slot>.json          provenance of each active model
     models/.sync/backups/<backup name>.json     SHA-256 and provenance of each backup
     models/.sync/install-journal.json           present only while an install is in flight
+    models/.sync/lifecycle.json                 the decision slot's stage (shadow, canary...)
+    models/.sync/ops.json                       the running host's ops address and control
+                                                token (for promote/reject from the CLI)
+    models/.sync/journal.sqlite3                the decision journal (decisions, outcomes,
+                                                stage changes)
     models/.sync/{write,sync,host}.lock         the writer's, the sync cycle's, the host's lock
     models/.sync/{staging,downloads,work}/      private working space, emptied at start-up
 
@@ -88,6 +93,16 @@ class ModelsLayout:
     @property
     def journal(self) -> Path:
         return self.sync_dir / "install-journal.json"
+
+    @property
+    def lifecycle_file(self) -> Path:
+        """The model lifecycle's present stage (``app/lifecycle/record.py``)."""
+        return self.sync_dir / "lifecycle.json"
+
+    @property
+    def ops_file(self) -> Path:
+        """Where the running host's ops server listens, and its control token (0600)."""
+        return self.sync_dir / "ops.json"
 
     @property
     def write_lock(self) -> Path:

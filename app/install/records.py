@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.install.layout import ModelsLayout
 
-Source = Literal["github", "webhook", "inbox", "cli", "embedded", "rollback", "disk"]
+# lifecycle: restored by the model lifecycle (the canary judge, or a reject by hand).
+Source = Literal["github", "webhook", "inbox", "cli", "embedded", "rollback", "disk", "lifecycle"]
 
 
 class _Record(BaseModel):

@@ -51,6 +51,16 @@ class BackupShelf:
             return True  # an older version's backup: validation still decides
         return not _corrupt(backup, record, sha256_of_file(backup))
 
+    def holding(self, slot: str, sha256: str) -> Path | None:
+        """The newest intact backup of `slot` whose bytes hash to `sha256`, if any."""
+        for path in self.of(slot):
+            record = self.records.backup(path.name)
+            if record is not None and record.sha256 != sha256:
+                continue
+            if sha256_of_file(path) == sha256:
+                return path
+        return None
+
     def drop_orphan_records(self) -> None:
         """Records whose backup is gone (a prune interrupted between the two deletions)."""
         folder = self.layout.backup_records_dir

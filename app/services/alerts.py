@@ -9,7 +9,7 @@ With ``alerts.enabled`` false or no recipients, every method is a no-op.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -75,6 +75,11 @@ def rollback_alert(slot: str, backup: str, version: str) -> Alert:
     return Alert(subject=_one_line(f"Model rolled back - {slot} to {backup}"), body=body)
 
 
+def stage_alert(headline: str, lines: Sequence[str]) -> Alert:
+    """The alert for a change of a model's stage (promoted, rolled back, canary started)."""
+    return Alert(subject=_one_line(headline), body="\n".join([f"{headline}.", "", *lines]))
+
+
 class EmailAlerts:
     """Sends alert emails over SMTP without ever blocking or failing its caller."""
 
@@ -105,6 +110,11 @@ class EmailAlerts:
         """Tell the recipients ``slot`` was restored from ``backup``."""
         if self.enabled:
             self._schedule(rollback_alert(slot, backup, version))
+
+    def notify_stage(self, headline: str, lines: Sequence[str]) -> None:
+        """Tell the recipients a model changed stage: which model, why, and the figures."""
+        if self.enabled:
+            self._schedule(stage_alert(headline, lines))
 
     async def aclose(self) -> None:
         """Wait up to ``timeout_seconds`` for alerts still being sent, then cancel the rest."""

@@ -26,6 +26,13 @@ trading_paper_position                      gauge      slot, version: -1 short, 
 trading_paper_net_return                    gauge      slot, version: sum of per-bar net returns
 trading_paper_bars_total                    counter    slot, version: bars with an outcome
 trading_paper_trades_total                  counter    slot, version, result: win | loss
+trading_brain_lifecycle_stage_changes_total counter    slot, stage: the stage entered (shadow,
+                                                       canary, champion)
+trading_brain_lifecycle_verdicts_total      counter    slot, verdict (pass, fail, inconclusive),
+                                                       rule: a value of :data:`VERDICT_RULES`
+trading_brain_lifecycle_stage_info          gauge = 1  slot, stage: the stage now
+trading_brain_lifecycle_paired              gauge      slot, figure: the judge's live paired
+                                                       figures (candidate against incumbent)
 trading_journal_rows_written_total          counter
 trading_journal_rows_dropped_total          counter    (a full or locked journal, over backlog)
 trading_journal_write_errors_total          counter
@@ -42,7 +49,7 @@ A gauge that has no value yet is absent from the body rather than a 0 that reads
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Final, Literal, get_args
 
@@ -57,9 +64,9 @@ JournalCounter = Callable[[], tuple[int, int, int, int]]
 
 ReloadOutcome = Literal["installed", "refused"]
 
-SWAP_SOURCES: Final = ("github", "webhook", "inbox", "cli", "rollback", "disk")
+SWAP_SOURCES: Final = ("github", "webhook", "inbox", "cli", "rollback", "disk", "lifecycle")
 """Where a model the brain swapped in (or refused) came from; ``disk``: another process put it
-in place and the watch picked it up."""
+in place and the watch picked it up; ``lifecycle``: the canary judge (or a reject) rolled back."""
 
 ARTIFACT_REASONS: Final[dict[str, str]] = {
     "ok": "passed every check (with outcome installed)",
@@ -78,6 +85,22 @@ ARTIFACT_REASONS: Final[dict[str, str]] = {
     "other": "anything else; the log line says what",
 }
 """The reason codes ``record_artifact`` accepts, with what each means."""
+
+VERDICT_RULES: Final = (
+    "loss_limit",
+    "max_drawdown",
+    "non_finite",
+    "stuck",
+    "return",
+    "win_rate",
+    "downside",
+    "window",
+    "min_trades",
+    "by_hand",
+)
+"""What decided a verdict: a guardrail, a soft rule, the window's end, or a person."""
+STAGES: Final = ("shadow", "canary", "champion")
+VERDICTS: Final = ("pass", "fail", "inconclusive")
 
 # Prometheus' text format 0.0.4, which generate_latest writes (newer clients' CONTENT_TYPE_LATEST
 # names a later version that this body does not claim to be).
@@ -194,6 +217,30 @@ class ProductionMonitoringService:
             ["slot", "version", "result"],
             registry=registry,
         )
+        self._stage_changes = Counter(
+            "trading_brain_lifecycle_stage_changes",
+            "Changes of the decision slot's stage, by the stage entered.",
+            ["slot", "stage"],
+            registry=registry,
+        )
+        self._verdicts = Counter(
+            "trading_brain_lifecycle_verdicts",
+            "Verdicts of the canary judge (or a person), by verdict and rule.",
+            ["slot", "verdict", "rule"],
+            registry=registry,
+        )
+        self._stage = Info(
+            "trading_brain_lifecycle_stage",
+            "The decision slot's stage now.",
+            ["slot"],
+            registry=registry,
+        )
+        self._paired = Gauge(
+            "trading_brain_lifecycle_paired",
+            "The judge's live paired figures: the candidate against the incumbent, same bars.",
+            ["slot", "figure"],
+            registry=registry,
+        )
         # Series that exist from the start read 0 rather than missing, so rate() works at once.
         for sync_outcome in tuple(CycleOutcome):
             self._sync_cycles.labels(outcome=sync_outcome)
@@ -251,6 +298,26 @@ class ProductionMonitoringService:
         """A closed paper trade, attributed to the version that opened it."""
         result = "win" if net_return > 0 else "loss"
         self._trades.labels(slot=slot, version=version, result=result).inc()
+
+    def record_stage(self, slot: str, stage: str) -> None:
+        """The decision slot entered `stage` (shadow, canary, champion)."""
+        stage = _bounded(stage, STAGES)
+        self._stage_changes.labels(slot=slot, stage=stage).inc()
+        self._stage.labels(slot=slot).info({"stage": stage})
+        if stage == "champion":
+            self._paired.clear()  # no candidate: no live difference to show
+
+    def record_verdict(self, slot: str, verdict: str, rule: str) -> None:
+        """A verdict given on the slot's candidate."""
+        self._verdicts.labels(
+            slot=slot, verdict=_bounded(verdict, VERDICTS), rule=_bounded(rule, VERDICT_RULES)
+        ).inc()
+
+    def set_paired_figures(self, slot: str, figures: Mapping[str, float | int | None]) -> None:
+        """The judge's paired figures so far (a fixed set of names; None ones are left out)."""
+        for figure, value in figures.items():
+            if value is not None:
+                self._paired.labels(slot=slot, figure=figure).set(value)
 
     def watch_journal(self, counts: JournalCounter) -> None:
         """Expose the decision journal's counters, read at scrape time (never on decide())."""

@@ -36,7 +36,7 @@ def swap_listener(
             alerts.notify_installed(versions, datetime.now(UTC), details=f"source: {event.source}")
         elif event.kind == "refused":
             alerts.notify_refused(result.reason, event.source)
-        elif event.kind == "rolled_back":
+        elif event.kind == "rolled_back" and event.source != "lifecycle":  # it mails its own
             for slot, model in result.installed.items():
                 restored = event.offered.get(slot)
                 alerts.notify_rollback(slot, restored.name if restored else "", model.version)

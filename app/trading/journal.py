@@ -58,6 +58,20 @@ CREATE TABLE IF NOT EXISTS outcomes (
     opened_at    REAL              -- a trade's opening time
 );
 CREATE INDEX IF NOT EXISTS outcomes_by_version ON outcomes (version, role, source, kind);
+CREATE TABLE IF NOT EXISTS transitions (
+    id           INTEGER PRIMARY KEY,
+    bar_time     REAL,             -- market time of the bar it happened at (None: at start-up)
+    recorded_at  REAL NOT NULL,
+    slot         TEXT NOT NULL,
+    from_stage   TEXT,             -- shadow | canary | champion (None: a first stage)
+    to_stage     TEXT NOT NULL,
+    candidate    TEXT,             -- the version being judged
+    incumbent    TEXT,             -- the champion's version
+    verdict      TEXT NOT NULL,    -- pending | pass | fail | inconclusive
+    rule         TEXT,             -- what decided it (the judge's rule, or by_hand)
+    reason       TEXT,
+    figures      TEXT NOT NULL     -- JSON: the paired metrics that decided it
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _INSERT_DECISION = (
@@ -67,6 +81,10 @@ _INSERT_DECISION = (
 _INSERT_OUTCOME = (
     "INSERT INTO outcomes (bar_time, version, role, source, kind, position, gross_return, "
     "net_return, opened_at) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_TRANSITION = (
+    "INSERT INTO transitions (bar_time, recorded_at, slot, from_stage, to_stage, candidate, "
+    "incumbent, verdict, rule, reason, figures) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _BATCH = 5000
 _PRUNE_SECONDS = 60.0
@@ -82,6 +100,22 @@ def connect(path: Path, busy_timeout_seconds: float) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+class Transition(NamedTuple):
+    """One change of a model's stage (the seed's ParameterChangeTracker entry)."""
+
+    bar_time: float | None
+    recorded_at: float
+    slot: str
+    from_stage: str | None
+    to_stage: str
+    candidate: str | None
+    incumbent: str | None
+    verdict: str
+    rule: str | None
+    reason: str | None
+    figures: dict[str, Any]
 
 
 class JournalCounts(NamedTuple):
@@ -162,6 +196,10 @@ class DecisionJournal:
         """Journal what a decision (kind ``bar``) or a closed trade (``trade``) returned."""
         row = (bar_time, version, role, source, kind, position, gross_return, net_return, opened_at)
         self._enqueue("o", row)
+
+    def record_transition(self, transition: Transition) -> None:
+        """Journal a model's change of stage, with the figures that decided it."""
+        self._enqueue("t", (*transition[:-1], json.dumps(transition.figures, sort_keys=True)))
 
     def _enqueue(self, kind: str, row: tuple[Any, ...]) -> None:
         if self._thread is None:
@@ -266,12 +304,15 @@ class DecisionJournal:
                 self._in_flight = 0
             return True
         outcomes = [row for kind, row in batch if kind == "o"]
+        transitions = [row for kind, row in batch if kind == "t"]
         try:
             connection = self._open()
             connection.execute("BEGIN IMMEDIATE")
             try:
                 connection.executemany(_INSERT_DECISION, decisions)
                 connection.executemany(_INSERT_OUTCOME, outcomes)
+                if transitions:
+                    connection.executemany(_INSERT_TRANSITION, transitions)
                 connection.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -386,6 +427,27 @@ class DecisionJournal:
             logger.warning(f"⚠️ [JOURNAL] Cannot read {self.path.name}: {error}")
             return None
         return None if latest is None else float(latest)
+
+    def transitions(self, slot: str | None = None) -> list[Transition]:
+        """Every stage change journaled (oldest first), or those of `slot` (blocking)."""
+        query = (
+            "SELECT bar_time, recorded_at, slot, from_stage, to_stage, candidate, incumbent, "
+            "verdict, rule, reason, figures FROM transitions"
+        )
+        try:
+            with self.reading() as connection:
+                if connection is None:
+                    return []
+                if slot is None:
+                    rows = connection.execute(query + " ORDER BY id").fetchall()
+                else:
+                    rows = connection.execute(
+                        query + " WHERE slot = ? ORDER BY id", (slot,)
+                    ).fetchall()
+        except sqlite3.Error as error:
+            logger.warning(f"⚠️ [JOURNAL] Cannot read transitions: {error}")
+            return []
+        return [Transition._make([*row[:-1], json.loads(row[-1])]) for row in rows]
 
     def recent_features(self, limit: int = 1000, width: int | None = None) -> np.ndarray | None:
         """The newest journaled feature rows (oldest first), or None when there are none."""

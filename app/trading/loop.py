@@ -22,7 +22,7 @@ from app.trading.bars import Bar, MarketDataError
 from app.trading.features import FeatureEngine, feature_indices
 from app.trading.journal import DecisionJournal
 from app.trading.market import BarFeed
-from app.trading.positions import PaperBook
+from app.trading.positions import BarOutcome, ClosedTrade, PaperBook
 
 Sleep = Callable[[float], Awaitable[bool]]  # sleeps; True when the host is stopping
 _YIELD_EVERY = 64  # bars between yields to the event loop when replaying as fast as possible
@@ -36,6 +36,23 @@ class TradingObserver(Protocol):
     ) -> None: ...
 
     def record_paper_trade(self, slot: str, version: str, net_return: float) -> None: ...
+
+
+class BarWatcher(Protocol):
+    """The model lifecycle's view of every bar the loop decides on (``app.lifecycle``)."""
+
+    def before_decision(self, bar: Bar, book: PaperBook) -> None:
+        """The bar is marked, its features ready; the brain has not decided yet."""
+
+    async def after_decision(
+        self,
+        bar: Bar,
+        features: np.ndarray,
+        decision: Decision | None,
+        marked: BarOutcome | None,
+        closed: ClosedTrade | None,
+    ) -> None:
+        """The decision is taken (None: it failed): what it marked over this bar and closed."""
 
 
 class TradingLoop:
@@ -54,6 +71,7 @@ class TradingLoop:
         features: Sequence[str] | None = None,
         resume_after: float | None = None,
         health: DecisionHealth | None = None,
+        watcher: BarWatcher | None = None,
     ) -> None:
         """`resume_after`: the newest bar time already journaled (a restarted host): earlier
         bars only warm the features up, so no bar is traded, or counted, twice."""
@@ -72,6 +90,9 @@ class TradingLoop:
         self._resume_after = resume_after
         self._health = health
         self._deciding = False  # health is watched from the first decision on (after warm-up)
+        self._watcher = watcher
+        self._marked: BarOutcome | None = None  # what this bar's mark earned
+        self._closed: ClosedTrade | None = None  # the trade this bar's decision closed
         self.bars = 0
         self.skipped = 0
         self.decisions = 0
@@ -99,15 +120,22 @@ class TradingLoop:
         if health is not None and not self._deciding:
             self._deciding = True
             health.started()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.before_decision(bar, self._book)
+        taken: Decision | None = None
         try:
             decision = await self._brain.decide_async(features)
         except Exception as error:
             if health is None or health.failed(error):
                 logger.opt(exception=error).error(f"❌ [TRADING] A decision failed: {error}")
-            return None
-        if health is not None:
-            health.decided()
-        return self._took(bar, features, decision)
+        else:
+            if health is not None:
+                health.decided()
+            taken = self._took(bar, features, decision)
+        if watcher is not None:
+            await watcher.after_decision(bar, features, taken, self._marked, self._closed)
+        return taken
 
     def _features(self, bar: Bar) -> np.ndarray | None:
         """Mark the open position and update the features; the row to decide on, once warm."""
@@ -141,6 +169,7 @@ class TradingLoop:
     def _mark(self, bar: Bar) -> None:
         """What the previous decision's position earned over this bar."""
         outcome = self._book.mark(bar.close)
+        self._marked, self._closed = outcome, None
         if outcome is None:
             return
         self.net_return += outcome.net_return
@@ -165,6 +194,7 @@ class TradingLoop:
         opened_by = self._trade_version
         before = self._book.position
         closed = self._book.take(decision.action, bar.close, bar.time)
+        self._closed = closed
         if self._book.position not in (before, 0):
             self._trade_version = version
         self._version = version
