@@ -10,7 +10,9 @@
     models/.sync/installed/<slot>.json          provenance of each active model
     models/.sync/backups/<backup name>.json     SHA-256 and provenance of each backup
     models/.sync/install-journal.json           present only while an install is in flight
+    models/.sync/quarantine.json                models never to be installed again until released
     models/.sync/{write,sync,host}.lock         the writer's, the sync cycle's, the host's lock
+    models/.sync/quarantine.lock                held while the quarantine file is rewritten
     models/.sync/{staging,downloads,work}/      private working space, emptied at start-up
 
 ``backup/``, ``inbox/`` and ``.sync/`` (and any name starting with a dot) are reserved: an
@@ -90,6 +92,14 @@ class ModelsLayout:
         return self.sync_dir / "install-journal.json"
 
     @property
+    def quarantine_file(self) -> Path:
+        return self.sync_dir / "quarantine.json"
+
+    @property
+    def quarantine_lock(self) -> Path:
+        return self.sync_dir / "quarantine.lock"
+
+    @property
     def write_lock(self) -> Path:
         return self.sync_dir / "write.lock"
 
@@ -133,6 +143,10 @@ class ModelsLayout:
     def clear_sync_scratch(self) -> int:
         """Remove what interrupted sync cycles left (hold the sync lock); the bytes freed."""
         return self._clear((self.downloads_dir, self.work_dir), self.state_file.name)
+
+    def clear_quarantine_scratch(self) -> int:
+        """Remove what interrupted quarantine writes left (hold the quarantine lock)."""
+        return self._clear((), self.quarantine_file.name)
 
     def path_of(self, relative: str | PurePosixPath) -> Path:
         """The absolute path of a file named relative to the models directory."""
