@@ -9,6 +9,10 @@
     │                             start): the host's state, not the artifact's, so tried again
     ├── HostAlreadyRunning        another host serves the same models directory
     ├── OpsServerUnavailable      the ops server cannot listen (port in use, not allowed)
+    ├── QuarantineUnreadable      models/.sync/quarantine.json cannot be read: every model
+    │                             counts as quarantined until it is repaired (fail closed)
+    ├── AmbiguousSha256           a SHA-256 given by hand names no single model: not hex,
+    │                             under 8 digits, or the prefix of several
     ├── UpstreamError             GitHub or the blob host failed us
     │   ├── AuthenticationError   401, or 403 without rate-limit signs: not retried
     │   ├── RateLimited           403/429 with retry-after or x-ratelimit-remaining: 0
@@ -19,7 +23,9 @@
     │   ├── ArtifactTooLarge      over a size, count or compression-ratio limit
     │   ├── ChecksumMismatch
     │   ├── NoModelForSlot        no model in it that a configured slot can take
-    │   └── UnsafeDownloadLocation  its download redirects to anything but https
+    │   ├── UnsafeDownloadLocation  its download redirects to anything but https
+    │   └── ModelQuarantined      its model (by SHA-256), or the artifact itself, is
+    │                             quarantined: never installed again until released by hand
     ├── ModelError                a model file cannot serve: unreadable, incompatible, bad output
     │   ├── ModelLoadFailed       not a file ONNX Runtime can build a session from
     │   ├── ModelIncompatible     its inputs or outputs do not fit the slot
@@ -62,6 +68,20 @@ class HostAlreadyRunning(AppError):
 
 class OpsServerUnavailable(AppError):
     """The ops HTTP server cannot listen on its address (the port is in use, for one)."""
+
+
+class QuarantineUnreadable(AppError):
+    """The quarantine file cannot be read; no model is installed until it is repaired.
+
+    Failing closed: reading it as empty would let a model rolled back for how it traded
+    back in. The host's state, not the artifact's, so an artifact refused for it is tried again.
+    """
+
+    reason_code = "quarantined"
+
+
+class AmbiguousSha256(AppError):
+    """A SHA-256 (or prefix) given by hand that names no single model."""
 
 
 class UpstreamError(AppError):
@@ -118,6 +138,24 @@ class ChecksumMismatch(ArtifactError):
     """A declared SHA-256 does not match the bytes."""
 
     reason_code = "checksum_mismatch"
+
+
+class ModelQuarantined(ArtifactError):
+    """The model (by SHA-256), or the artifact it came in, is quarantined.
+
+    Not for good, unlike other artifact errors: once the quarantine is released by hand, the
+    artifact is eligible again.
+    """
+
+    reason_code = "quarantined"
+
+    def __init__(self, *, sha256: str, version: str, why: str, since: str) -> None:
+        short = sha256[:12]
+        super().__init__(
+            f"model sha256 {short} (version {version}) is quarantined: {why} (since {since}); "
+            f"release it with: python -m app quarantine release {short}"
+        )
+        self.sha256 = sha256
 
 
 class ModelError(AppError):

@@ -64,6 +64,7 @@ async def install_zip(models: ModelInstaller, zip_path: Path) -> Any:
 
 PLANTS = {
     "journal": ".sync/install-journal.json",
+    "quarantine": ".sync/quarantine.json",
     "provenance": ".sync/installed/zz.json",
     "backup": "backup/unified_brain_99999999_999999.onnx",
     "inbox": "inbox/processed/evil.json",

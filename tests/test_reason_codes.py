@@ -3,6 +3,7 @@ error's type (never its text): load_failed, incompatible, invalid_output, instal
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from app import errors
 from app.brain.validation import SlotContract, validate_model
 from app.services.monitoring import ARTIFACT_REASONS
+from tests.conftest import ROOT
 from tests.onnx_models import decision_model, save
 
 SLOT = "unified_brain"
@@ -71,3 +73,14 @@ def test_every_error_s_reason_code_is_a_documented_one() -> None:
     assert {"load_failed", "incompatible", "invalid_output", "install_failed"} <= {
         cls.reason_code for cls in classes
     }
+
+
+def test_the_readme_lists_exactly_the_reason_codes() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("`reason` codes:")
+    listing = text[start : text.index("A refusal's code", start)]
+    # The codes are the listing's top-level words: what is in parentheses explains them.
+    codes = re.findall(r"`([a-z_]+)`", re.sub(r"\([^()]*\)", "", listing))
+
+    assert codes[0] == "reason"
+    assert sorted(codes[1:]) == sorted(ARTIFACT_REASONS)

@@ -15,7 +15,9 @@
                                                 token (for promote/reject from the CLI)
     models/.sync/journal.sqlite3                the decision journal (decisions, outcomes,
                                                 stage changes)
+    models/.sync/quarantine.json                models never to be installed again until released
     models/.sync/{write,sync,host}.lock         the writer's, the sync cycle's, the host's lock
+    models/.sync/quarantine.lock                held while the quarantine file is rewritten
     models/.sync/{staging,downloads,work}/      private working space, emptied at start-up
 
 ``backup/``, ``inbox/`` and ``.sync/`` (and any name starting with a dot) are reserved: an
@@ -103,6 +105,13 @@ class ModelsLayout:
     def ops_file(self) -> Path:
         """Where the running host's ops server listens, and its control token (0600)."""
         return self.sync_dir / "ops.json"
+    @property
+    def quarantine_file(self) -> Path:
+        return self.sync_dir / "quarantine.json"
+
+    @property
+    def quarantine_lock(self) -> Path:
+        return self.sync_dir / "quarantine.lock"
 
     @property
     def write_lock(self) -> Path:
@@ -148,6 +157,10 @@ class ModelsLayout:
     def clear_sync_scratch(self) -> int:
         """Remove what interrupted sync cycles left (hold the sync lock); the bytes freed."""
         return self._clear((self.downloads_dir, self.work_dir), self.state_file.name)
+
+    def clear_quarantine_scratch(self) -> int:
+        """Remove what interrupted quarantine writes left (hold the quarantine lock)."""
+        return self._clear((), self.quarantine_file.name)
 
     def path_of(self, relative: str | PurePosixPath) -> Path:
         """The absolute path of a file named relative to the models directory."""

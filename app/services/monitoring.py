@@ -82,6 +82,7 @@ ARTIFACT_REASONS: Final[dict[str, str]] = {
     "incompatible": "the model's inputs or outputs do not fit its slot",
     "invalid_output": "the warm-up output was not finite or not well-shaped",
     "install_failed": "backing up or installing the files failed",
+    "quarantined": "the model or its artifact is quarantined (python -m app quarantine)",
     "other": "anything else; the log line says what",
 }
 """The reason codes ``record_artifact`` accepts, with what each means."""
