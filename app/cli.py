@@ -1,4 +1,5 @@
-"""The command line: ``python -m app [--smoke] [run|install|status|rollback|sync|replay]``.
+"""The command line: ``python -m app [--smoke] [COMMAND]``: ``run`` (the default), ``install``,
+``status``, ``rollback``, ``sync``, ``replay``, ``quarantine [release SHA256]``.
 
 Exit codes: 0 done; 1 refused or failed (the reason on one line, no traceback); 2 bad usage
 or configuration; 130 interrupted (Ctrl-C) before a one-shot command finished or before the
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--force", action="store_true", help="ignore the minimum interval")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
+    quarantine = subcommands.add_parser(
+        "quarantine", parents=[common], help="the quarantined models; `release SHA256` one"
+    )
+    quarantine.add_argument("--json", action="store_true", help="print one JSON object")
+    actions = quarantine.add_subparsers(dest="action", metavar="ACTION")
+    release = actions.add_parser(
+        "release", parents=[common], help="let a quarantined model be installed again"
+    )
+    release.add_argument("sha256", help="its SHA-256, or a prefix of at least 8 hex digits")
     replay = subcommands.add_parser(
         "replay", help="the serving model and a candidate over the same bars, side by side"
     )
@@ -178,6 +188,7 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         "status": commands.status,
         "rollback": commands.rollback,
         "sync": commands.sync,
+        "quarantine": commands.quarantine,
         "replay": commands.replay,
     }
     result: int = await handlers[command](container, args)

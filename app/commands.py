@@ -16,8 +16,10 @@ from app.containers import Application, resolve
 from app.errors import AppError
 from app.host import BotHost
 from app.install.installer import ModelInstaller
+from app.install.layout import ModelsLayout
 from app.install.lock import hold_host
 from app.install.records import Origin
+from app.lifecycle.quarantine import Quarantine
 from app.ops import OpsServer
 from app.process import settle_heap
 from app.services.alerts import EmailAlerts
@@ -234,6 +236,33 @@ async def sync(container: Application, args: argparse.Namespace) -> int:
             )
         print("  active: " + ", ".join(f"{s}={v}" for s, v in data["active"].items()))
     return EXIT_FAILED if report.outcome is CycleOutcome.FAILED else EXIT_OK
+
+
+async def quarantine(container: Application, args: argparse.Namespace) -> int:
+    """List the quarantined models, or release one. The file is the truth: no brain is started,
+    and only a release writes."""
+    settings: Settings = container.config()
+    store = Quarantine(ModelsLayout(settings.models_dir))
+    if args.action == "release":
+        released = await asyncio.to_thread(store.release, args.sha256)
+        if released is None:
+            given = args.sha256.strip().lower()
+            print(f"error: no quarantined model's SHA-256 starts with {given}", file=sys.stderr)
+            return EXIT_FAILED
+        print(
+            f"released {released.sha256[:12]} ({released.slot} version {released.version}, "
+            f"quarantined since {released.since}: {released.why})"
+        )
+        return EXIT_OK
+    entries = await asyncio.to_thread(store.entries)
+    if args.json:
+        print_json({"quarantine": [entry.model_dump(mode="json") for entry in entries]})
+        return EXIT_OK
+    if not entries:
+        print("no model is quarantined")
+    for entry in entries:
+        print(f"{entry.sha256[:12]}  {entry.slot}  {entry.version}  {entry.since}  {entry.why}")
+    return EXIT_OK
 
 
 def _describe_origin(provenance: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """The ops HTTP server (default 127.0.0.1:8080): health, readiness, metrics, status, webhook,
-and an authenticated rollback.
+and the authenticated admin actions (rollback, quarantine release).
 
 ==========================  =====================================================================
 ``GET /healthz``            200 while the process serves HTTP
@@ -14,6 +14,11 @@ and an authenticated rollback.
                             ``{"slot": ..., "to": <backup name>}``; 404 when no token is set;
                             400 for a body that is not that (never 500)
 ==========================  =====================================================================
+
+``POST /admin/quarantine/release`` (the admin token; body ``{"sha256": <a SHA-256, or a prefix of
+at least 8 hex digits>}``) releases a quarantined model: 200 with the entry released, 404 when no
+quarantined model has it (or no token is set), 400 for any other body or an ambiguous prefix,
+409 while the quarantine file is unreadable.
 
 A webhook body is read before its signature can be checked, so what an unauthenticated client
 can make the host hold is bounded: a request with no well-formed signature header is refused
@@ -30,14 +35,14 @@ import errno
 import hmac
 import json
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.brain.health import DecisionHealth
-from app.errors import OpsServerUnavailable
+from app.errors import AmbiguousSha256, OpsServerUnavailable, QuarantineUnreadable
 from app.install.installer import ModelInstaller
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
@@ -67,6 +72,17 @@ class RollbackRequest(BaseModel):
         ):
             raise ValueError("must be a backup file name, as /status lists them")
         return value
+
+
+class ReleaseRequest(BaseModel):
+    """The body of ``POST /admin/quarantine/release``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    sha256: str = Field(min_length=8, max_length=64, pattern="^[0-9a-fA-F]+$")
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 def _bad_request(error: str) -> web.Response:
@@ -122,6 +138,7 @@ class OpsServer:
                 web.get("/status", self._status),
                 web.post("/webhooks/github", self._webhook),
                 web.post("/admin/rollback", self._rollback),
+                web.post("/admin/quarantine/release", self._release),
             ]
         )
         return app
@@ -252,11 +269,17 @@ class OpsServer:
             given, self._admin_token.encode()
         )
 
-    async def _rollback(self, request: web.Request) -> web.Response:
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """The answer to an admin request without the admin token (404 when admin is off)."""
         if not self._admin_token:
             raise web.HTTPNotFound(text="admin endpoints are off (ops.admin_token is empty)")
         if not self._authorized(request):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        return None
+
+    async def _rollback(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         parsed = await self._rollback_request(request)
         if isinstance(parsed, web.Response):
             return parsed
@@ -266,23 +289,47 @@ class OpsServer:
         versions = {slot: model.version for slot, model in result.installed.items()}
         return web.json_response({"ok": True, "reason": result.reason, "versions": versions})
 
+    async def _release(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        parsed = await _admin_body(request, ReleaseRequest)
+        if isinstance(parsed, web.Response):
+            return parsed
+        try:
+            released = await asyncio.to_thread(self._models.quarantine.release, parsed.sha256)
+        except AmbiguousSha256 as error:
+            return _bad_request(str(error))
+        except QuarantineUnreadable as error:
+            return web.json_response({"ok": False, "reason": str(error)}, status=409)
+        if released is None:
+            reason = f"no quarantined model's SHA-256 starts with {parsed.sha256.lower()}"
+            return web.json_response({"ok": False, "reason": reason}, status=404)
+        return web.json_response({"ok": True, "released": released.model_dump(mode="json")})
+
     async def _rollback_request(self, request: web.Request) -> RollbackRequest | web.Response:
         """The validated body of a rollback, or the 400 that says what is wrong with it."""
-        raw = await request.content.read(MAX_ADMIN_BODY_BYTES + 1) if request.can_read_body else b""
-        if len(raw) > MAX_ADMIN_BODY_BYTES:
-            return _bad_request(f"body is over {MAX_ADMIN_BODY_BYTES} bytes")
-        try:
-            body: Any = json.loads(raw or b"{}")
-        except (ValueError, RecursionError):
-            return _bad_request("body is not JSON (or nested too deep)")
-        if not isinstance(body, dict):
-            return _bad_request("body must be a JSON object")
-        try:
-            parsed = RollbackRequest.model_validate(body)
-        except ValidationError as error:
-            return _bad_request(_invalid(error))
+        parsed = await _admin_body(request, RollbackRequest)
+        if isinstance(parsed, web.Response):
+            return parsed
         slots = self._settings.brain.slots
         if parsed.slot is not None and parsed.slot not in slots:
             shown = parsed.slot if parsed.slot.isprintable() and len(parsed.slot) < 100 else "?"
             return _bad_request(f"unknown slot {shown!r} (brain.slots: {', '.join(sorted(slots))})")
         return parsed
+
+
+async def _admin_body(request: web.Request, kind: type[_Body]) -> _Body | web.Response:
+    """An admin request's body (bounded; none is ``{}``) as `kind`, or the 400 saying why not."""
+    raw = await request.content.read(MAX_ADMIN_BODY_BYTES + 1) if request.can_read_body else b""
+    if len(raw) > MAX_ADMIN_BODY_BYTES:
+        return _bad_request(f"body is over {MAX_ADMIN_BODY_BYTES} bytes")
+    try:
+        body: Any = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        return _bad_request("body is not JSON (or nested too deep)")
+    if not isinstance(body, dict):
+        return _bad_request("body must be a JSON object")
+    try:
+        return kind.model_validate(body)
+    except ValidationError as error:
+        return _bad_request(_invalid(error))

@@ -65,7 +65,7 @@ def test_a_second_host_is_refused_naming_the_first(bot: Bot, running: RunningHos
 
 @pytest.mark.parametrize(
     "args",
-    [("status",), ("--smoke",), ("install", "MODEL"), ("rollback",), ("sync",)],
+    [("status",), ("--smoke",), ("install", "MODEL"), ("rollback",), ("sync",), ("quarantine",)],
     ids=lambda args: args[0],
 )
 def test_one_shot_commands_work_beside_a_running_host(

@@ -294,8 +294,7 @@ async def test_start_up_clears_leftovers_but_keeps_the_quarantine(
 
     assert not layout.downloads_dir.exists()
     assert layout.quarantine_file.read_bytes() == kept
-    assert models.brain.loaded
-    assert Quarantine(layout).holds(sha("a")) is not None
+    assert models.quarantine.holds(sha("a")) is not None
 
 
 def test_a_journal_that_would_write_the_quarantine_is_not_trusted() -> None:

@@ -10,6 +10,11 @@ commits. Any failure leaves the old models serving and the disk as it was.
 At start-up an interrupted install is undone and every leftover removed before anything loads.
 A slot whose active file cannot serve starts on its newest valid backup (``models.on_bad_active:
 fall_back``), loudly, until an install or rollback mends the file.
+
+A quarantined model (``app/lifecycle/quarantine.py``) is refused by every install path: a swap,
+a repair, a file replaced on disk; a rollback passes over it. By the SHA-256 the caller gives
+before anything is staged, else as soon as the model is hashed (beside its validation, as every
+candidate is), before anything is placed.
 """
 
 from __future__ import annotations
@@ -30,15 +35,16 @@ from app.brain.brain import TradingBrain
 from app.brain.models import BrainSnapshot, Candidate, LoadedModel, SwapEvent, SwapResult
 from app.brain.runtime import FileIdentity
 from app.brain.validation import check_file
-from app.errors import AppError, ModelError, ModelsDirectoryLocked
+from app.errors import AppError, ModelError, ModelsDirectoryLocked, QuarantineUnreadable
 from app.fsutil import sha256_of_file
 from app.install.backups import next_backup_name
 from app.install.journal import read_journal
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
 from app.install.records import BackupRecord, Origin, Provenance, Records, Source
-from app.install.shelf import BackupShelf
+from app.install.shelf import BackupShelf, RollbackChoice
 from app.install.transaction import Transaction, recover
+from app.lifecycle.quarantine import Quarantine
 from app.settings import Settings
 
 # Flushing a staged candidate overlaps its validation (both release the GIL).
@@ -46,6 +52,13 @@ _FLUSHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-flush")
 
 SwapListener = Callable[[SwapEvent], None]
 OtherFile = tuple[Path, Path]  # (verified file in the work folder, its final path)
+Screen = Callable[[str], None]  # raises when the model with this SHA-256 may not be installed
+# The refusal says nothing about the model: the same candidate may well install on a later try.
+_TRANSIENT = (ModelsDirectoryLocked, QuarantineUnreadable)
+
+
+def _admit_any(_sha256: str) -> None:
+    """The screen of an install that may take a quarantined model (``allow_quarantined``)."""
 
 
 def _break_shared_inodes(layout: ModelsLayout, actives: Sequence[Path]) -> None:
@@ -92,6 +105,7 @@ class ModelInstaller:
         self.layout = ModelsLayout(settings.models_dir)
         self.records = Records(self.layout)
         self.shelf = BackupShelf(self.layout, self.records, settings.models.backup_retention)
+        self.quarantine = Quarantine(self.layout)
         self._lock = asyncio.Lock()
         self._listeners: list[SwapListener] = []
         self._refused: dict[str, FileIdentity] = {}  # the watch's memory of refused files
@@ -248,21 +262,25 @@ class ModelInstaller:
         *,
         origin: Origin | None = None,
         other_files: Sequence[OtherFile] = (),
+        allow_quarantined: bool = False,
     ) -> SwapResult:
         """Validate, back up, install and swap a set of models (and their files), all or nothing.
 
         `origin` becomes the provenance of what is installed (default: a file from the CLI).
+        A quarantined model is refused (ModelQuarantined), unless `allow_quarantined`: the
+        lifecycle's own way back to a model it chose, which no command offers.
         """
         origin = origin or Origin(source="cli")
         slots = tuple(candidate.slot for candidate in candidates)
         offered = {candidate.slot: candidate.path for candidate in candidates}
         for candidate in candidates:
             logger.info(f"🔄 [MODEL-RELOAD] Starting model reload: {candidate.path}")
+        screen = _admit_any if allow_quarantined else self.quarantine.check
         async with self._lock:
             started = time.perf_counter()
             try:
                 installed, backups = await asyncio.to_thread(
-                    self._swap_blocking, candidates, origin, other_files
+                    self._swap_blocking, candidates, origin, other_files, screen
                 )
             except Exception as error:
                 known = isinstance(error, AppError)
@@ -270,7 +288,7 @@ class ModelInstaller:
                 result = SwapResult(
                     ok=False,
                     reason=reason,
-                    retryable=not known or isinstance(error, ModelsDirectoryLocked),
+                    retryable=not known or isinstance(error, _TRANSIENT),
                     seconds=time.perf_counter() - started,
                     error=error,
                 )
@@ -304,17 +322,22 @@ class ModelInstaller:
         return result
 
     def _swap_blocking(
-        self, candidates: Sequence[Candidate], origin: Origin, other_files: Sequence[OtherFile]
+        self,
+        candidates: Sequence[Candidate],
+        origin: Origin,
+        other_files: Sequence[OtherFile],
+        screen: Screen,
     ) -> tuple[dict[str, LoadedModel], dict[str, Path]]:
+        _screen_known(candidates, screen)
         if not self._brain.loaded:
-            return self._repair_blocking(candidates, origin), {}
+            return self._repair_blocking(candidates, origin, screen), {}
         _check_candidates(candidates, self._brain.snapshot)
         with self.write_lock():
             current = self._catch_up([c.slot for c in candidates])
             transaction = Transaction(self.layout)
             published = False
             try:
-                prepared = self._stage_and_validate(transaction, candidates, current)
+                prepared = self._stage_and_validate(transaction, candidates, current, screen)
                 if not prepared:
                     transaction.abort()  # nothing to change: drop what was staged
                     return {}, {}
@@ -337,7 +360,7 @@ class ModelInstaller:
         return installed, backups
 
     def _repair_blocking(
-        self, candidates: Sequence[Candidate], origin: Origin
+        self, candidates: Sequence[Candidate], origin: Origin, screen: Screen
     ) -> dict[str, LoadedModel]:
         """Install into slots nothing could serve: validated against the slot's contract alone,
         nothing backed up (there is no model that served), nothing published."""
@@ -361,6 +384,7 @@ class ModelInstaller:
                         installed_at=final,
                         alongside={},
                     )
+                    screen(model.sha256)
                     transaction.place(staged, final, model.sha256)
                     transaction.place_provenance(
                         origin,
@@ -393,7 +417,7 @@ class ModelInstaller:
             try:
                 if serving.fallback_reason or FileIdentity.of(serving.path) == serving.identity:
                     continue
-                fresh[slot] = self._brain.load_model(slot, serving.path, serving=serving)
+                fresh[slot] = self._load_on_disk(serving)
             except (AppError, OSError):
                 continue  # not a model that can serve: it will not be backed up either
         if fresh:
@@ -404,7 +428,11 @@ class ModelInstaller:
         return current
 
     def _stage_and_validate(
-        self, transaction: Transaction, candidates: Sequence[Candidate], current: BrainSnapshot
+        self,
+        transaction: Transaction,
+        candidates: Sequence[Candidate],
+        current: BrainSnapshot,
+        screen: Screen,
     ) -> dict[str, LoadedModel]:
         """Validated models for the candidates that differ from what already serves."""
         prepared = {}
@@ -428,6 +456,7 @@ class ModelInstaller:
                 )
             finally:
                 flushed.result()
+            screen(model.sha256)  # the hash, now known for certain
             if model.sha256 == serving.sha256 and self._active_is_serving(serving):
                 logger.info(f"✅ [MODEL-RELOAD] {candidate.slot} already serves this model")
                 continue
@@ -512,9 +541,10 @@ class ModelInstaller:
     ) -> SwapResult:
         """Restore a backup through the same validated path as any install.
 
-        Default: the newest intact backup that differs from the serving model and passes
-        validation; corrupt or invalid backups are skipped with a log line. `source`:
-        ``lifecycle`` when the canary judge rolls back (it sends its own alert).
+        Default: the newest intact backup that differs from the serving model, is not
+        quarantined and passes validation; the others are skipped with a log line. A backup
+        named by `backup` that is quarantined is refused, saying why. `source`: ``lifecycle``
+        when the canary judge rolls back (it sends its own alert).
         """
         chosen = slot or self._settings.brain.decision_slot
         if chosen not in self._settings.brain.slots:
@@ -524,6 +554,15 @@ class ModelInstaller:
         choices = await asyncio.to_thread(self.shelf.choices, chosen, backup, serving)
         if isinstance(choices, str):
             return SwapResult(ok=False, reason=choices)
+        passed_over = ""
+        if backup is None:
+            try:
+                allowed = await asyncio.to_thread(self._not_quarantined, choices)
+            except QuarantineUnreadable as error:
+                return SwapResult(ok=False, reason=str(error), error=error)
+            if len(allowed) < len(choices):
+                passed_over = f" ({len(choices) - len(allowed)} quarantined passed over)"
+            choices = allowed
         for path, candidate_sha, record in choices:
             origin = (
                 record.provenance.origin
@@ -540,8 +579,27 @@ class ModelInstaller:
             logger.warning(f"⚠️ [MODEL-RELOAD] Backup {path.name} cannot serve; trying an older one")
         return SwapResult(
             ok=False,
-            reason=f"slot {chosen!r} has no valid backup that differs from the serving model",
+            reason=(
+                f"slot {chosen!r} has no valid backup that differs from the serving model"
+                + passed_over
+            ),
         )
+
+    def _not_quarantined(self, choices: Sequence[RollbackChoice]) -> list[RollbackChoice]:
+        """A default rollback's choices but the quarantined ones, each skipped with a log line."""
+        quarantined = {entry.sha256: entry for entry in self.quarantine.entries()}
+        allowed = []
+        for choice in choices:
+            path, sha256, _ = choice
+            entry = quarantined.get(sha256)
+            if entry is None:
+                allowed.append(choice)
+                continue
+            logger.warning(
+                f"⚠️ [MODEL-RELOAD] Passing over backup {path.name}: quarantined since "
+                f"{entry.since} ({entry.why})"
+            )
+        return allowed
 
     # -- models installed by others ------------------------------------------------------
 
@@ -608,14 +666,26 @@ class ModelInstaller:
         return changed
 
     def _load_from_disk(self, slot: str) -> LoadedModel:
-        serving = self._brain.snapshot.models[slot]
-        return self._brain.load_model(slot, serving.path, serving=serving)
+        return self._load_on_disk(self._brain.snapshot.models[slot])
+
+    def _load_on_disk(self, serving: LoadedModel) -> LoadedModel:
+        """The model another process put at `serving`'s path, validated; refused if quarantined."""
+        model = self._brain.load_model(serving.slot, serving.path, serving=serving)
+        self.quarantine.check(model.sha256)
+        return model
 
 
 def _shared(path: Path) -> bool:
     """True for a symbolic link, or a file that has other names than this one."""
     stat = path.lstat()
     return path.is_symlink() or stat.st_nlink > 1
+
+
+def _screen_known(candidates: Sequence[Candidate], screen: Screen) -> None:
+    """Refuse, before anything is staged, a candidate whose caller gave a screened SHA-256."""
+    for candidate in candidates:
+        if candidate.sha256 is not None:
+            screen(candidate.sha256)
 
 
 def _check_candidates(candidates: Sequence[Candidate], current: BrainSnapshot) -> None:

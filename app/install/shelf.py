@@ -17,6 +17,8 @@ from app.install.backups import backups_of, parse_backup_name
 from app.install.layout import ModelsLayout
 from app.install.records import BackupRecord, Records
 
+RollbackChoice = tuple[Path, str, BackupRecord | None]  # a backup, its SHA-256, its record
+
 
 class BackupShelf:
     """Reads, checks and prunes backups (blocking: callers run it in a worker thread)."""
@@ -94,7 +96,7 @@ class BackupShelf:
 
     def choices(
         self, slot: str, name: str | None, serving: LoadedModel | None
-    ) -> list[tuple[Path, str, BackupRecord | None]] | str:
+    ) -> list[RollbackChoice] | str:
         """What a rollback may restore, best first (each with its hash and record), or why
         there is nothing: the named backup, else every intact one that differs from `serving`."""
         backups = self.of(slot)

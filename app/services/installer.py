@@ -18,12 +18,20 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from app.brain.models import Candidate, SwapResult, version_label
-from app.errors import ArtifactError, ModelError, ModelsDirectoryLocked, reason_code_of
+from app.errors import (
+    ArtifactError,
+    ModelError,
+    ModelQuarantined,
+    ModelsDirectoryLocked,
+    QuarantineUnreadable,
+    reason_code_of,
+)
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
 from app.install.records import Origin
 from app.install.transaction import Transaction
+from app.lifecycle.quarantine import Quarantine
 from app.services.extraction import ExtractionLimits, extract_artifact
 from app.services.manifest import ArtifactManifest, SlotAssignment, assign_slots, build_manifest
 from app.services.outcome import Outcome
@@ -40,10 +48,18 @@ class InstallOutcome:
     reason: str
     reason_code: str  # a key of monitoring.ARTIFACT_REASONS
     versions: dict[str, str] = field(default_factory=dict)
+    # The SHA-256 of the quarantined model that refused it: the refusal lasts as long as that.
+    quarantined: str | None = None
 
     @property
     def installed(self) -> bool:
         return self.outcome is Outcome.INSTALLED
+
+
+def rejection(reason: str, error: BaseException | None) -> InstallOutcome:
+    """The outcome of an artifact refused for its content or its model (`error`, if known)."""
+    quarantined = error.sha256 if isinstance(error, ModelQuarantined) else None
+    return InstallOutcome(Outcome.REJECTED, reason, reason_code_of(error), quarantined=quarantined)
 
 
 def check_placements(manifest: ArtifactManifest) -> None:
@@ -73,6 +89,7 @@ class ArtifactInstaller:
         self._models = models
         self._clock = clock
         self._layout = ModelsLayout(settings.models_dir)
+        self.quarantine = models.quarantine if models is not None else Quarantine(self._layout)
         self._claimed = asyncio.Lock()
 
     @contextlib.asynccontextmanager
@@ -95,6 +112,18 @@ class ArtifactInstaller:
                 await asyncio.to_thread(self._state.flush)
                 lock.release()
 
+    def refused_unseen(self, origin: Origin) -> InstallOutcome | None:
+        """The outcome of an artifact refused before it is fetched (it is quarantined), or None
+        (blocking)."""
+        try:
+            entry = self.quarantine.holds_artifact(origin)
+        except QuarantineUnreadable as error:
+            return InstallOutcome(Outcome.FAILED, str(error), error.reason_code)
+        if entry is None:
+            return None
+        refusal = entry.refusal()
+        return rejection(str(refusal), refusal)
+
     async def install_zip(self, zip_path: Path, origin: Origin) -> InstallOutcome:
         """Extract, verify and install `zip_path`; never raises for a bad artifact."""
         work = self._layout.work_dir / uuid.uuid4().hex
@@ -102,7 +131,9 @@ class ArtifactInstaller:
             manifest, assignment = await asyncio.to_thread(self._verify, zip_path, work)
             return await self._install(manifest, assignment, origin)
         except (ArtifactError, ModelError) as error:
-            return InstallOutcome(Outcome.REJECTED, str(error), reason_code_of(error))
+            return rejection(str(error), error)
+        except QuarantineUnreadable as error:  # the host's state: the artifact is tried again
+            return InstallOutcome(Outcome.FAILED, str(error), error.reason_code)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
 
@@ -143,10 +174,9 @@ class ArtifactInstaller:
         )
         if not result.ok:
             logger.warning("⚠️ [CLOUD-SYNC] Model hot-swap failed - keeping current model")
-            code = reason_code_of(result.error)
             if result.retryable:
-                return InstallOutcome(Outcome.FAILED, result.reason, code)
-            return InstallOutcome(Outcome.REJECTED, result.reason, code)
+                return InstallOutcome(Outcome.FAILED, result.reason, reason_code_of(result.error))
+            return rejection(result.reason, result.error)
         if not result.installed:
             return InstallOutcome(
                 Outcome.UP_TO_DATE, "already serving this model", "already_installed"
@@ -159,6 +189,8 @@ class ArtifactInstaller:
         self, manifest: ArtifactManifest, assignment: SlotAssignment, origin: Origin
     ) -> InstallOutcome:
         """Without a brain: the same transaction, with nothing validated or published."""
+        for model in assignment.by_slot.values():
+            self.quarantine.check(model.sha256)
         now = self._clock()
         versions = {}
         lock = DirectoryLock(

@@ -31,7 +31,7 @@ from app.services.github_types import CachedPage
 from app.services.outcome import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
 MAX_CACHED_PAGES = 50
 MAX_ARTIFACT_RECORDS = 1000
@@ -63,6 +63,8 @@ class ArtifactRecord(_Record):
     reason: str
     digest: str | None = None
     seen_at: datetime
+    # The SHA-256 of the quarantined model that refused it: remembered only while that lasts.
+    quarantined: str | None = None
 
 
 class LastSync(_Record):
@@ -202,6 +204,7 @@ class StateStore:
         run_id: int | None = None,
         run_attempt: int | None = None,
         digest: str | None = None,
+        quarantined: str | None = None,
     ) -> ArtifactRecord:
         """Remember what became of an artifact, and save."""
         record = ArtifactRecord(
@@ -213,6 +216,7 @@ class StateStore:
             reason=reason,
             digest=digest,
             seen_at=self._clock(),
+            quarantined=quarantined,
         )
         self._store_record(record)
         self.save()
@@ -257,6 +261,23 @@ class StateStore:
             for artifact_id, record in self.state.artifacts.items()
             if record.outcome.final
         }
+
+    def forget_released(self, quarantined: Collection[str]) -> list[ArtifactRecord]:
+        """Forget the artifacts refused because of a quarantine since released (`quarantined`:
+        the SHA-256s still quarantined), and that their runs were exhausted: they are eligible
+        again. Kept in memory until a flush (forgetting again after a crash changes nothing)."""
+        state = self.state
+        released = [
+            record
+            for record in state.artifacts.values()
+            if record.quarantined is not None and record.quarantined not in quarantined
+        ]
+        for record in released:
+            del state.artifacts[record.artifact_id]
+            if record.run_id in state.exhausted_runs:
+                state.exhausted_runs.remove(record.run_id)
+            self._dirty = True
+        return released
 
     def is_exhausted(self, run_id: int) -> bool:
         """True when `run_id` was found to have nothing (left) to install."""

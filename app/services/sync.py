@@ -10,6 +10,11 @@ processes (``python -m app sync`` beside a running host). At most one cycle per
 ``min_interval_minutes`` unless forced, counted from the last *completed* cycle (installed, up to
 date, rejected): a failed one (a bad token, a network fault) holds nothing back. Every cycle ends
 with one line saying what it did and when the next may run (``SyncReport.retry_at``).
+
+A quarantined artifact (``app/lifecycle/quarantine.py``) is refused before it is downloaded, and
+an artifact whose model turns out to be quarantined is refused like any bad content: neither
+is downloaded again while the quarantine lasts. Once it is released, the next cycle forgets
+the refusal, so the artifact is eligible again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from app.errors import (
     ChecksumMismatch,
     InsufficientDiskSpace,
     ModelsDirectoryLocked,
+    QuarantineUnreadable,
     RateLimited,
     UpstreamError,
     reason_code_of,
@@ -199,6 +205,7 @@ class CloudModelSynchronizationService:
                 logger.info(f"🌐 [CLOUD-SYNC] Rate limiting - skipping sync ({skipped.reason})")
                 return self._finish(skipped, record=False)
             logger.info("🌐 [CLOUD-SYNC] Starting model synchronization...")
+            await asyncio.to_thread(self._forget_released)
             github.begin_cycle()
             try:
                 report = await body(github)
@@ -209,6 +216,18 @@ class CloudModelSynchronizationService:
                     retry_at = self._clock() + timedelta(seconds=wait)
                 report = SyncReport(CycleOutcome.FAILED, str(error), retry_at=retry_at)
             return self._finish(report, record=True)
+
+    def _forget_released(self) -> None:
+        """Make the artifacts refused because of a quarantine since released eligible again."""
+        try:
+            held = {entry.sha256 for entry in self._installer.quarantine.entries()}
+        except QuarantineUnreadable:
+            return  # failing closed: nothing is forgotten while the quarantine cannot be read
+        for record in self._state.forget_released(held):
+            logger.info(
+                f"🌐 [CLOUD-SYNC] Artifact {record.name} ({record.artifact_id}) is no longer "
+                "quarantined: eligible again"
+            )
 
     def _too_soon(self) -> SyncReport | None:
         """The skip, if the last completed cycle is within ``min_interval_minutes``."""
@@ -330,7 +349,6 @@ class CloudModelSynchronizationService:
     ) -> SyncReport:
         run, artifact = candidate.run, candidate.artifact
         described = describe_artifact(candidate)
-        logger.info(f"🌐 [CLOUD-SYNC] Downloading new model: {artifact.name} from run {run.id}")
         origin = Origin(
             source=source,
             artifact_name=artifact.name,
@@ -341,6 +359,10 @@ class CloudModelSynchronizationService:
             branch=run.head_branch,
             digest=artifact.digest,
         )
+        refused = await asyncio.to_thread(self._installer.refused_unseen, origin)
+        if refused is not None:  # quarantined: not even downloaded
+            return self._record(candidate, refused, described)
+        logger.info(f"🌐 [CLOUD-SYNC] Downloading new model: {artifact.name} from run {run.id}")
         async with self._downloaded(artifact, github) as (zip_path, failure):
             if failure is not None:
                 return self._record(candidate, failure, described)
@@ -356,7 +378,7 @@ class CloudModelSynchronizationService:
         """
         try:
             return await self._installer.install_zip(zip_path, origin)
-        except (InsufficientDiskSpace, ModelsDirectoryLocked) as error:
+        except (InsufficientDiskSpace, ModelsDirectoryLocked, QuarantineUnreadable) as error:
             return InstallOutcome(Outcome.FAILED, str(error), "install_failed")
         except Exception as error:
             logger.opt(exception=error).debug(f"Installing {origin.artifact_name} raised")
@@ -435,6 +457,7 @@ class CloudModelSynchronizationService:
             run_id=run.id,
             run_attempt=run.run_attempt,
             digest=artifact.digest,
+            quarantined=outcome.quarantined,
         )
         if self._monitoring is not None:
             self._monitoring.record_artifact(outcome.outcome.metric, outcome.reason_code)
