@@ -1,0 +1,1 @@
+"""The model lifecycle: shadow, canary, the judge (pure), quarantine."""
