@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("slot", nargs="?", help="slot (default: the decision slot)")
     rollback.add_argument("--to", dest="backup", help="backup file name (default: the previous)")
+    for verb, says in (
+        ("promote", "make the running host's candidate (shadow or canary) the champion now"),
+        ("reject", "roll back and quarantine the running host's candidate (or champion)"),
+    ):
+        control = subcommands.add_parser(verb, parents=[common], help=says)
+        control.add_argument("slot", nargs="?", help="slot (default: the decision slot)")
     sync = subcommands.add_parser(
         "sync", parents=[common], help="one synchronization cycle now, then exit"
     )
@@ -187,6 +193,8 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         "install": commands.install,
         "status": commands.status,
         "rollback": commands.rollback,
+        "promote": commands.promote,
+        "reject": commands.reject,
         "sync": commands.sync,
         "quarantine": commands.quarantine,
         "replay": commands.replay,

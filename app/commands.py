@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import sys
@@ -13,13 +14,17 @@ from typing import Any
 from app.brain.brain import TradingBrain
 from app.brain.models import Candidate, SwapResult
 from app.containers import Application, resolve
+from app.control import ask_host
 from app.errors import AppError
-from app.host import BotHost
+from app.host import STOP_GRACE_SECONDS, BotHost
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import hold_host
 from app.install.records import Origin
+from app.lifecycle.controller import ModelLifecycle
 from app.lifecycle.quarantine import Quarantine
+from app.lifecycle.record import read_record
+from app.lifecycle.report import describe
 from app.ops import OpsServer
 from app.process import settle_heap
 from app.services.alerts import EmailAlerts
@@ -119,6 +124,9 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
     try:
         await _start_resources(container)
         models = await _started(container, strict=True)
+        lifecycle: ModelLifecycle | None = container.lifecycle()
+        if lifecycle is not None:
+            await lifecycle.start()  # before the first bar: a persisted canary resumes
         host = BotHost(
             models, watch_seconds=settings.models.watch_seconds, trading=container.trading()
         )
@@ -137,6 +145,9 @@ async def run(container: Application, _args: argparse.Namespace) -> int:
         try:
             await host.run()
         finally:
+            if lifecycle is not None:  # a rollback the judge started finishes first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lifecycle.stop(), STOP_GRACE_SECONDS)
             if ops is not None:
                 await ops.stop()
     finally:
@@ -320,10 +331,47 @@ async def _trading_figures(container: Application) -> dict[str, Any]:
     }
 
 
+async def promote(container: Application, args: argparse.Namespace) -> int:
+    """The running host's candidate (in shadow or canary) becomes the champion now."""
+    return await _ask(container, "promote", args.slot)
+
+
+async def reject(container: Application, args: argparse.Namespace) -> int:
+    """The running host rolls back and quarantines its candidate (or champion)."""
+    return await _ask(container, "reject", args.slot)
+
+
+async def _ask(container: Application, verb: str, slot: str | None) -> int:
+    settings: Settings = container.config()
+    done, said = await ask_host(ModelsLayout(settings.models_dir), verb, slot)
+    if not done:
+        print(f"refused: {_one_line(said)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(said)
+    return EXIT_OK
+
+
+def _lifecycle_line(view: dict[str, Any]) -> str:
+    if view.get("stage") in ("shadow", "canary"):
+        left = view.get("time_left_seconds")
+        remaining = "" if left is None else f", {left / 60:.0f} market minutes left"
+        bars = view.get("figures", {}).get("bars", 0)
+        return (
+            f"  lifecycle: {view['stage']} of {view['candidate']} against {view['incumbent']} "
+            f"(verdict {view['verdict']}, {bars} bars judged{remaining})"
+        )
+    last = ""
+    if view.get("candidate") and view.get("verdict") != "pending":
+        last = f"; last verdict on {view['candidate']}: {view['verdict']} ({view.get('reason')})"
+    return f"  lifecycle: {view.get('mode')}, champion {view.get('incumbent') or '-'}{last}"
+
+
 async def status(container: Application, args: argparse.Namespace) -> int:
     models = await _started(container, recover=False, repairable=True)
     state: StateStore = container.core.state()
-    report = status_report(models, state)
+    settings: Settings = container.config()
+    record = await asyncio.to_thread(read_record, models.layout.lifecycle_file)
+    report = status_report(models, state, describe(record, mode=settings.lifecycle.mode))
     report["trading"] = await _trading_figures(container)
     if args.json:
         print_json(report)
@@ -336,6 +384,8 @@ async def status(container: Application, args: argparse.Namespace) -> int:
             print(f"  from {provenance['source']}: {_describe_origin(provenance)}")
         if info["problem"]:
             print(f"  problem: {info['problem']}")
+        if "lifecycle" in info:
+            print(_lifecycle_line(info["lifecycle"]))
         backups = info["backups"]
         print(f"  backups ({len(backups)}): {', '.join(backups) or 'none'}")
     for version, figures in report["trading"]["versions"].items():

@@ -22,6 +22,7 @@ from dependency_injector import containers, providers
 from app.brain.brain import TradingBrain
 from app.brain.health import DecisionHealth
 from app.install.installer import ModelInstaller
+from app.lifecycle.controller import ModelLifecycle
 from app.ops import OpsServer
 from app.services.alerts import EmailAlerts
 from app.services.github import GitHubActionsClient
@@ -110,12 +111,27 @@ def decision_journal(
     return journal
 
 
-def trading_loop(
+def model_lifecycle(
+    settings: Settings,
+    models: ModelInstaller | None,
+    journal: DecisionJournal | None,
+    alerts: EmailAlerts | None,
+    monitoring: ProductionMonitoringService | None,
+) -> ModelLifecycle | None:
+    """Shadow, canary and the judge for new models; None with ``lifecycle.mode: direct`` (the
+    seed's swap), or without a trading loop to judge them on."""
+    if models is None or settings.lifecycle.mode == "direct" or not settings.trading.enabled:
+        return None
+    return ModelLifecycle(settings, models, journal=journal, alerts=alerts, observer=monitoring)
+
+
+def trading_loop(  # noqa: PLR0917 - a provider's positional wiring
     settings: Settings,
     brain: TradingBrain,
     journal: DecisionJournal | None,
     monitoring: ProductionMonitoringService | None,
     health: DecisionHealth | None = None,
+    lifecycle: ModelLifecycle | None = None,
 ) -> TradingLoop | None:
     """Paper trading over the configured market, or None when ``trading.enabled`` is false."""
     if not settings.trading.enabled:
@@ -134,6 +150,7 @@ def trading_loop(
         observer=monitoring,
         resume_after=None if journal is None else journal.last_bar_time(),
         health=health,
+        watcher=lifecycle,
     )
 
 
@@ -229,7 +246,6 @@ class Application(containers.DeclarativeContainer):
     journal = providers.Singleton(decision_journal, config, monitoring)
     brain = providers.Singleton(trading_brain, config, memory, journal=journal)
     decisions = providers.Singleton(decision_health, config)
-    trading = providers.Singleton(trading_loop, config, brain, journal, monitoring, decisions)
     core = providers.Container(
         Core,
         config=config,
@@ -240,6 +256,10 @@ class Application(containers.DeclarativeContainer):
     )
     # The brain's installer, observed: every swap counted and alerted, whatever its source.
     models = providers.Singleton(observed_installer, core.models, monitoring, alerts)
+    lifecycle = providers.Singleton(model_lifecycle, config, models, journal, alerts, monitoring)
+    trading = providers.Singleton(
+        trading_loop, config, brain, journal, monitoring, decisions, lifecycle
+    )
     ops = providers.Singleton(
         OpsServer,
         config,
@@ -250,4 +270,5 @@ class Application(containers.DeclarativeContainer):
         monitoring=monitoring,
         resilience=resilience,
         decisions=decisions,
+        lifecycle=lifecycle,
     )

@@ -13,12 +13,19 @@ and the authenticated admin actions (rollback, quarantine release).
 ``POST /admin/rollback``    ``Authorization: Bearer <ops.admin_token>``; JSON body optional:
                             ``{"slot": ..., "to": <backup name>}``; 404 when no token is set;
                             400 for a body that is not that (never 500)
+``POST /admin/promote``     the candidate in shadow or canary becomes the champion now; body
+                            optional: ``{"slot": ...}``; 409 when there is nothing to promote
+``POST /admin/reject``      roll back and quarantine the candidate (or, with none, the champion)
 ==========================  =====================================================================
 
 ``POST /admin/quarantine/release`` (the admin token; body ``{"sha256": <a SHA-256, or a prefix of
 at least 8 hex digits>}``) releases a quarantined model: 200 with the entry released, 404 when no
 quarantined model has it (or no token is set), 400 for any other body or an ambiguous prefix,
 409 while the quarantine file is unreadable.
+
+``/admin/promote`` and ``/admin/reject`` also take the host's own control token, which it writes
+to ``models/.sync/ops.json`` (mode 0600) while it listens: that is how ``python -m app promote``
+and ``reject`` reach the running host without an ``ops.admin_token`` being set.
 
 A webhook body is read before its signature can be checked, so what an unauthenticated client
 can make the host hold is bounded: a request with no well-formed signature header is refused
@@ -34,6 +41,8 @@ import asyncio
 import errno
 import hmac
 import json
+import os
+import secrets
 from pathlib import PurePath
 from typing import Any, TypeVar
 
@@ -43,7 +52,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.brain.health import DecisionHealth
 from app.errors import AmbiguousSha256, OpsServerUnavailable, QuarantineUnreadable
+from app.fsutil import write_bytes_atomically
 from app.install.installer import ModelInstaller
+from app.lifecycle.controller import LifecycleRefused, ModelLifecycle
+from app.lifecycle.report import describe
 from app.services.installer import ArtifactInstaller
 from app.services.monitoring import ProductionMonitoringService
 from app.services.resilience import ProductionResilienceService
@@ -72,6 +84,14 @@ class RollbackRequest(BaseModel):
         ):
             raise ValueError("must be a backup file name, as /status lists them")
         return value
+
+
+class SlotRequest(BaseModel):
+    """The body of ``POST /admin/promote`` and ``/admin/reject``: the slot, optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    slot: str | None = None
 
 
 class ReleaseRequest(BaseModel):
@@ -112,8 +132,12 @@ class OpsServer:
         monitoring: ProductionMonitoringService | None = None,
         resilience: ProductionResilienceService | None = None,
         decisions: DecisionHealth | None = None,
+        lifecycle: ModelLifecycle | None = None,
     ) -> None:
         self._settings = settings
+        self._lifecycle = lifecycle
+        self._control_token = secrets.token_urlsafe(32)
+        self._control_file = models.layout.ops_file
         self._decisions = decisions
         self._models = models
         self._brain = models.brain
@@ -139,6 +163,8 @@ class OpsServer:
                 web.post("/webhooks/github", self._webhook),
                 web.post("/admin/rollback", self._rollback),
                 web.post("/admin/quarantine/release", self._release),
+                web.post("/admin/promote", self._promote),
+                web.post("/admin/reject", self._reject),
             ]
         )
         return app
@@ -160,10 +186,33 @@ class OpsServer:
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self._settings.ops.port
         logger.info(f"🌐 [OPS] Serving on http://{self._settings.ops.host}:{self.port}")
+        await asyncio.to_thread(self._publish_control)
+
+    def _publish_control(self) -> None:
+        """Tell this machine's CLI where the host listens, and its control token (0600)."""
+        control = {
+            "pid": os.getpid(),
+            "url": f"http://{self._settings.ops.host}:{self.port}",
+            "token": self._control_token,
+        }
+        try:
+            self._control_file.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomically(self._control_file, json.dumps(control))
+        except OSError as error:
+            logger.warning(f"⚠️ [OPS] Cannot write {self._control_file}: {error}")
+
+    def _withdraw_control(self) -> None:
+        try:
+            control = json.loads(self._control_file.read_bytes())
+            if control.get("token") == self._control_token:
+                self._control_file.unlink()
+        except (OSError, ValueError):
+            pass  # not there, or not ours: nothing to withdraw
 
     async def stop(self) -> None:
         await self._webhooks.drain()  # a no-op under a host, whose webhook job stops with it
         if self._runner is not None:
+            await asyncio.to_thread(self._withdraw_control)
             await self._runner.cleanup()
             self._runner = None
 
@@ -207,7 +256,12 @@ class OpsServer:
         return response
 
     async def _status(self, _request: web.Request) -> web.Response:
-        report = await asyncio.to_thread(status_report, self._models, self._state)
+        lifecycle = (
+            self._lifecycle.report()
+            if self._lifecycle is not None
+            else describe(None, mode=self._settings.lifecycle.mode)
+        )
+        report = await asyncio.to_thread(status_report, self._models, self._state, lifecycle)
         report["breakers"] = self._resilience.breaker_states() if self._resilience else {}
         return web.json_response(report)
 
@@ -262,12 +316,43 @@ class OpsServer:
 
     # -- admin ---------------------------------------------------------------------------
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, request: web.Request, *, control: bool = False) -> bool:
+        """The admin token; or, with `control`, the host's own control token too."""
         header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return False
         given = header.removeprefix("Bearer ").encode()
-        return header.startswith("Bearer ") and hmac.compare_digest(
-            given, self._admin_token.encode()
-        )
+        tokens = [self._admin_token] if self._admin_token else []
+        if control:
+            tokens.append(self._control_token)
+        return any(hmac.compare_digest(given, token.encode()) for token in tokens)
+
+    async def _promote(self, request: web.Request) -> web.Response:
+        return await self._control(request, "promote")
+
+    async def _reject(self, request: web.Request) -> web.Response:
+        return await self._control(request, "reject")
+
+    async def _control(self, request: web.Request, verb: str) -> web.Response:
+        if not self._authorized(request, control=True):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        parsed = await _admin_body(request, SlotRequest)
+        if isinstance(parsed, web.Response):
+            return parsed
+        if (unknown := self._unknown_slot(parsed.slot)) is not None:
+            return unknown
+        lifecycle = self._lifecycle
+        if lifecycle is None:
+            reason = "the lifecycle is off (lifecycle.mode is direct, or trading is disabled)"
+            return web.json_response({"ok": False, "reason": reason}, status=409)
+        try:
+            if verb == "promote":
+                message = lifecycle.promote(parsed.slot)
+            else:
+                message = await lifecycle.reject(parsed.slot)
+        except LifecycleRefused as error:
+            return web.json_response({"ok": False, "reason": str(error)}, status=409)
+        return web.json_response({"ok": True, "reason": message})
 
     def _refused(self, request: web.Request) -> web.Response | None:
         """The answer to an admin request without the admin token (404 when admin is off)."""
@@ -311,11 +396,15 @@ class OpsServer:
         parsed = await _admin_body(request, RollbackRequest)
         if isinstance(parsed, web.Response):
             return parsed
+        return self._unknown_slot(parsed.slot) or parsed
+
+    def _unknown_slot(self, slot: str | None) -> web.Response | None:
+        """The 400 for a slot the settings do not name."""
         slots = self._settings.brain.slots
-        if parsed.slot is not None and parsed.slot not in slots:
-            shown = parsed.slot if parsed.slot.isprintable() and len(parsed.slot) < 100 else "?"
-            return _bad_request(f"unknown slot {shown!r} (brain.slots: {', '.join(sorted(slots))})")
-        return parsed
+        if slot is None or slot in slots:
+            return None
+        shown = slot if slot.isprintable() and len(slot) < 100 else "?"
+        return _bad_request(f"unknown slot {shown!r} (brain.slots: {', '.join(sorted(slots))})")
 
 
 async def _admin_body(request: web.Request, kind: type[_Body]) -> _Body | web.Response:

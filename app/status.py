@@ -11,8 +11,11 @@ from app.install.installer import ModelInstaller
 from app.services.state import StateStore
 
 
-def status_report(models: ModelInstaller, state: StateStore) -> dict[str, Any]:
-    """Active models with provenance, their backups, and the last sync, as plain data."""
+def status_report(
+    models: ModelInstaller, state: StateStore, lifecycle: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Active models with provenance, their backups, and the last sync, as plain data;
+    `lifecycle`: the decision slot's stage (``app.lifecycle.report.describe``)."""
     installed = state.read_installed()  # fresh: another process may have installed
     last = state.state.last_sync  # not load(): that would drop a running cycle's changes
     report: dict[str, Any] = {}
@@ -39,6 +42,9 @@ def status_report(models: ModelInstaller, state: StateStore) -> dict[str, Any]:
             "backups": [path.name for path in models.backups(slot)],
             "problem": model.fallback_reason,
         }
+    decision_slot = models.brain.settings.decision_slot
+    if lifecycle is not None and decision_slot in report:
+        report[decision_slot]["lifecycle"] = lifecycle
     return {
         "models": report,
         "last_sync": None if last is None else last.model_dump(mode="json"),

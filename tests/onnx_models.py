@@ -34,6 +34,8 @@ def decision_model(
     expand_rows: int = 0,
     nan_above: float | None = None,
     wide_above: float | None = None,
+    weights: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
 ) -> onnx.ModelProto:
     """A small, valid (unless told otherwise) decision model.
 
@@ -41,10 +43,13 @@ def decision_model(
     matrix that many times per run (slow), ``expand_rows`` expands the input to that many rows
     at run time (memory), ``nan_above`` gives NaN once a feature exceeds it (real rows, never
     the probe), ``wide_above`` gives 5 columns instead of 3 once a feature exceeds it.
+    ``weights`` and ``bias`` replace the seeded ones (a model that trades a known rule).
     """
     rng = np.random.default_rng(seed)
-    weights = rng.standard_normal((n_features, n_actions)).astype(np.float32)
-    bias = rng.standard_normal(n_actions).astype(np.float32) * 0.1
+    drawn = rng.standard_normal((n_features, n_actions)).astype(np.float32)
+    weights = drawn if weights is None else np.asarray(weights, np.float32)
+    drawn_bias = rng.standard_normal(n_actions).astype(np.float32) * 0.1
+    bias = drawn_bias if bias is None else np.asarray(bias, np.float32)
     initializers = [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")]
     nodes = []
     source = input_name
@@ -92,6 +97,14 @@ def decision_model(
         helper.set_model_props(model, {"version": version})
     onnx.checker.check_model(model)
     return model
+
+
+def momentum_model(sign: float = 1.0, *, version: str | None = None) -> onnx.ModelProto:
+    """Buys after a rising bar and sells after a falling one (``sign`` -1: the inverse), from
+    ``return_1m`` (feature 0); holds when the last bar barely moved."""
+    weights = np.zeros((16, 3), np.float32)
+    weights[0] = [-40000.0 * sign, 0.0, 40000.0 * sign]  # 1 bp of return: 4 in the logits
+    return decision_model(weights=weights, bias=np.array([0.0, 2.0, 0.0]), version=version)
 
 
 def _add_padding(

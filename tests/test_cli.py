@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from app.install.lock import DirectoryLock
+from app.lifecycle.report import describe
 
 SLOT = "unified_brain"
 EMBEDDED_VERSION = "embedded-1"
@@ -354,6 +355,7 @@ def test_status_json_from_the_file_named_by_app_settings(bot: Bot) -> None:
                 "provenance": None,  # the embedded model came with no artifact
                 "backups": [],
                 "problem": None,
+                "lifecycle": describe(None, mode="canary"),  # no host has judged anything
             }
         },
         "last_sync": None,

@@ -507,6 +507,46 @@ class ModelInstaller:
             transaction.place(transaction.stage_copy(source, suffix=final.suffix), final)
         return backups
 
+    async def keep_a_backup(self, slot: str) -> Path | None:
+        """Make sure a backup holds the model serving `slot` (the lifecycle's champion), so
+        that a file copied over the active one by hand cannot take the last copy of it.
+
+        The backup is a copy of its own (never a second name of the active file). None when
+        the file on disk is not the serving model (it changed meanwhile, or was refused).
+        """
+        async with self._lock:
+            return await asyncio.to_thread(self._keep_blocking, slot)
+
+    def _keep_blocking(self, slot: str) -> Path | None:
+        serving = self._brain.snapshot.models[slot]
+        found = self.shelf.holding(slot, serving.sha256)
+        if found is not None or not self._active_is_serving(serving):
+            return found
+        with self.write_lock():
+            now = self._clock()
+            name = next_backup_name(slot, now, self.shelf.names())
+            backup = self.layout.backup_dir / name
+            transaction = Transaction(self.layout)
+            try:
+                copy = transaction.stage_copy(serving.path, suffix=".onnx")
+                transaction.place(copy, backup, serving.sha256)
+                record = BackupRecord(
+                    name=name,
+                    slot=slot,
+                    sha256=serving.sha256,
+                    version=serving.version,
+                    taken_at=now,
+                    provenance=self._provenance_of(serving),
+                )
+                transaction.place_record(record, self.layout.backup_record_file(name))
+                transaction.apply()
+                transaction.commit()
+            except BaseException:
+                transaction.abort()
+                raise
+        logger.info(f"💾 [MODEL-RELOAD] Backup created of the champion {serving.version}: {backup}")
+        return backup
+
     def _provenance_of(self, model: LoadedModel) -> Provenance | None:
         provenance = self.records.provenance(model.slot)
         return provenance if provenance is not None and provenance.sha256 == model.sha256 else None

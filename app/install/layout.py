@@ -105,6 +105,7 @@ class ModelsLayout:
     def ops_file(self) -> Path:
         """Where the running host's ops server listens, and its control token (0600)."""
         return self.sync_dir / "ops.json"
+
     @property
     def quarantine_file(self) -> Path:
         return self.sync_dir / "quarantine.json"

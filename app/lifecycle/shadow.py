@@ -1,0 +1,88 @@
+"""A model deciding beside the trading one, on the same rows, trading on paper only.
+
+Its paper book starts as a copy of the trading book at the bar the stage starts (the same
+position, so the first change of position costs both the same), and from then on is marked and
+takes decisions exactly as the trading loop's book does: counterfactual returns computed as
+the champion's are. It never places or reports an order.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.brain.brain import TradingBrain
+from app.brain.decision import Decision
+from app.brain.models import LoadedModel
+from app.trading.bars import Bar
+from app.trading.journal import DecisionJournal
+from app.trading.positions import BarOutcome, ClosedTrade, PaperBook
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowStep:
+    """The shadow model's decision on a bar, what its paper position earned over the bar (None
+    on the first), and the trade the decision closed."""
+
+    decision: Decision
+    marked: BarOutcome | None
+    closed: ClosedTrade | None
+
+
+class Shadow:
+    """`model` on paper, from the bar `started_at` on."""
+
+    def __init__(self, model: LoadedModel, trading_book: PaperBook, started_at: float) -> None:
+        self.model = model
+        self._book = copy.copy(trading_book)  # already marked for the starting bar
+        self._started_at = started_at
+
+    @property
+    def position(self) -> int:
+        return self._book.position
+
+    async def step(
+        self,
+        brain: TradingBrain,
+        bar: Bar,
+        features: np.ndarray,
+        journal: DecisionJournal | None,
+    ) -> ShadowStep:
+        """Mark the previous decision, decide on the same row as the trading model, take it;
+        journaled with role ``shadow``."""
+        marked = None if bar.time <= self._started_at else self._book.mark(bar.close)
+        decision = await brain.decide_with_async(self.model, features)
+        closed = self._book.take(decision.action, bar.close, bar.time)
+        if journal is not None:
+            step = ShadowStep(decision, marked, closed)
+            self._journal(journal, bar, features, step)
+            return step
+        return ShadowStep(decision, marked, closed)
+
+    def _journal(
+        self, journal: DecisionJournal, bar: Bar, features: np.ndarray, step: ShadowStep
+    ) -> None:
+        version = self.model.version
+        marked, closed = step.marked, step.closed
+        journal.record_decision(bar.time, bar.close, features[0], step.decision, role="shadow")
+        if marked is not None:
+            journal.record_outcome(
+                marked.decided_at,
+                version,
+                net_return=marked.net_return,
+                gross_return=marked.gross_return,
+                position=marked.position,
+                role="shadow",
+            )
+        if closed is not None:
+            journal.record_outcome(
+                bar.time,
+                version,
+                net_return=closed.net_return,
+                position=closed.position,
+                role="shadow",
+                kind="trade",
+                opened_at=closed.opened_at,
+            )
