@@ -112,9 +112,9 @@ class ArtifactInstaller:
                 await asyncio.to_thread(self._state.flush)
                 lock.release()
 
-    def refused_unseen(self, origin: Origin) -> InstallOutcome | None:
+    def refused_before_download(self, origin: Origin) -> InstallOutcome | None:
         """The outcome of an artifact refused before it is fetched (it is quarantined), or None
-        (blocking)."""
+        when it may be fetched (blocking)."""
         try:
             entry = self.quarantine.holds_artifact(origin)
         except QuarantineUnreadable as error:

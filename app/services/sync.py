@@ -359,7 +359,7 @@ class CloudModelSynchronizationService:
             branch=run.head_branch,
             digest=artifact.digest,
         )
-        refused = await asyncio.to_thread(self._installer.refused_unseen, origin)
+        refused = await asyncio.to_thread(self._installer.refused_before_download, origin)
         if refused is not None:  # quarantined: not even downloaded
             return self._record(candidate, refused, described)
         logger.info(f"🌐 [CLOUD-SYNC] Downloading new model: {artifact.name} from run {run.id}")
@@ -378,7 +378,7 @@ class CloudModelSynchronizationService:
         """
         try:
             return await self._installer.install_zip(zip_path, origin)
-        except (InsufficientDiskSpace, ModelsDirectoryLocked, QuarantineUnreadable) as error:
+        except (InsufficientDiskSpace, ModelsDirectoryLocked) as error:
             return InstallOutcome(Outcome.FAILED, str(error), "install_failed")
         except Exception as error:
             logger.opt(exception=error).debug(f"Installing {origin.artifact_name} raised")
