@@ -13,6 +13,10 @@ Measured in one run, on one started brain serving the embedded model:
 - the same with no pacing at all (bars as fast as the loop can take them): the writer thread
   then competes with every decision for the GIL; shown for contrast.
 - the whole per-bar step (features + decide + book + journal enqueue), for contrast.
+- ``decide()`` p99 of the trading model while a canary runs (the displaced model deciding in
+  shadow on the same row after every decision, its paper book and the judge updated), against
+  the same loop with no lifecycle, in interleaved blocks at ``--bars-per-second``. Target:
+  p99 ratio <= 1.1.
 - the CPU time to compute the features of 100,000 bars (target < 1 s).
 - the journal's size per 100,000 decisions (with their outcomes) and its write throughput.
 
@@ -33,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,7 +46,10 @@ from _report import Figure, print_figures  # noqa: E402 - beside this script
 
 from app.brain.brain import TradingBrain  # noqa: E402
 from app.brain.decision import Decision  # noqa: E402
+from app.brain.models import Candidate  # noqa: E402
 from app.install.installer import ModelInstaller  # noqa: E402
+from app.lifecycle.controller import ModelLifecycle  # noqa: E402
+from app.lifecycle.record import Stage  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from app.trading.bars import Bar  # noqa: E402
 from app.trading.features import FeatureEngine, feature_matrix  # noqa: E402
@@ -108,6 +116,67 @@ def in_the_loop(
         steps.append(clock() - started)
         next_at = pace(interval, next_at + interval)
     brain.observe_decisions(None)
+
+
+async def stepped(
+    loop: TradingLoop,
+    brain: TradingBrain,
+    bars: list[Bar],
+    sink: list[float],
+    interval: float,
+) -> None:
+    """The host's step (``step_async``, which the lifecycle watches), paced."""
+    brain.observe_decisions(lambda _action, seconds: sink.append(seconds))
+    next_at = time.perf_counter()
+    for bar in bars:
+        await loop.step_async(bar)
+        next_at = pace(interval, next_at + interval)
+    brain.observe_decisions(None)
+
+
+async def shadow_figures(
+    folder: Path, bars: list[Bar], rounds: int, interval: float
+) -> tuple[list[float], list[float]]:
+    """decide() latencies with a canary's shadow running beside it, and without."""
+    models_dir = folder / "shadow-models"
+    models_dir.mkdir()
+    shutil.copyfile(EMBEDDED_MODEL, models_dir / "unified_brain.onnx")
+    settings = load_settings(
+        None,
+        models={"dir": str(models_dir)},
+        lifecycle={"canary_minutes": 10080, "loss_limit": 1, "max_drawdown": 1, "stuck_bars": 0},
+    )
+    models = ModelInstaller(settings, TradingBrain(settings.brain))
+    await models.start()
+    brain = models.brain
+    lifecycle = ModelLifecycle(settings, models)
+    await lifecycle.start()
+    # The same weights under another version (other bytes): a candidate that decides as the
+    # champion does, so the canary runs for the whole measurement.
+    candidate = folder / "candidate.onnx"
+    model = onnx.load(EMBEDDED_MODEL)
+    onnx.helper.set_model_props(model, {"version": "candidate-2"})
+    onnx.save(model, candidate)
+    result = await models.swap_in([Candidate("unified_brain", candidate)])
+    if not result.installed:
+        raise SystemExit(f"the candidate was not installed: {result.reason}")
+    watched = TradingLoop(brain, BarFeed("bench", iter(())), cost_bps=1.0, watcher=lifecycle)
+    plain = TradingLoop(brain, BarFeed("bench", iter(())), cost_bps=1.0)
+    warm, rest = bars[:200], bars[200:]
+    await stepped(watched, brain, warm, [], 0.0)
+    await stepped(plain, brain, warm, [], 0.0)
+    if lifecycle.stage is not Stage.CANARY:
+        raise SystemExit(f"the canary did not start (stage {lifecycle.stage})")
+    with_shadow: list[float] = []
+    without: list[float] = []
+    size = len(rest) // rounds
+    for index in range(rounds):
+        block = rest[index * size : (index + 1) * size]
+        await stepped(watched, brain, block, with_shadow, interval)
+        await stepped(plain, brain, block, without, interval)
+    if lifecycle.stage is not Stage.CANARY:
+        raise SystemExit(f"the canary ended during the measurement (stage {lifecycle.stage})")
+    return with_shadow, without
 
 
 def ratios(looped: list[float], alone: list[float]) -> tuple[float, float]:
@@ -192,9 +261,15 @@ async def main() -> int:
         feature_cpu = time.process_time() - cpu
 
         size, throughput = journal_figures(folder, 100_000)
+        count = args.bars * args.rounds + 300  # 10-second bars: all within a week's canary
+        shadow_bars = list(synthetic_bars(count, seed=5, bar_seconds=10).bars())
+        with_shadow, without_shadow = await shadow_figures(
+            folder, shadow_bars, args.rounds, interval
+        )
 
     median_ratio, p99_ratio = ratios(looped, alone)
     fast_median, fast_p99 = ratios(fast_looped, fast_alone)
+    shadow_median, shadow_p99 = ratios(with_shadow, without_shadow)
     figures = [
         Figure(
             f"decide() p99 in the loop / alone, {args.bars_per_second:g} bars/s",
@@ -224,6 +299,16 @@ async def main() -> int:
             f"{size / 2**20:.1f} MiB ({size / 100_000:.0f} bytes a decision)",
         ),
         Figure("journal write throughput", f"{throughput:,.0f} rows/s"),
+        Figure(
+            "decide() p99 with a canary's shadow running / without",
+            f"{shadow_p99:.2f}",
+            "<= 1.1",
+            shadow_p99 <= 1.1,
+        ),
+        Figure(
+            "decide() with the shadow / without, median",
+            f"{shadow_median:.2f} ({latency(with_shadow)} / {latency(without_shadow)})",
+        ),
         Figure(
             "journal rows in the timed loop: written / dropped / errors",
             f"{journaled.written:,} / {journaled.dropped} / {journaled.write_errors}",
