@@ -26,7 +26,6 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,8 +37,8 @@ from app.brain.models import LoadedModel
 from app.errors import AppError
 from app.install.installer import ModelInstaller
 from app.lifecycle.blackout import Blackout
+from app.lifecycle.files import ChampionFiles
 from app.lifecycle.judge import Judge, JudgeRules, Outcome, PairedBar, Verdict
-from app.lifecycle.quarantine import QuarantineEntry
 from app.lifecycle.record import LifecycleRecord, ModelRef, Stage, read_record, write_record
 from app.lifecycle.report import StageChange, describe, finite_only, market_time, stage_mail
 from app.lifecycle.shadow import Shadow
@@ -49,7 +48,6 @@ from app.trading.journal import DecisionJournal, Transition
 from app.trading.positions import BarOutcome, ClosedTrade, PaperBook
 
 _SAVE_SECONDS = 1.0  # while judging, the record is rewritten at most this often (wall time)
-_RESTORED = ("rollback", "lifecycle")  # provenance sources of a restored backup
 
 
 class LifecycleRefused(AppError):
@@ -99,7 +97,7 @@ class ModelLifecycle:
         observer: StageObserver | None = None,
     ) -> None:
         self._settings = settings.lifecycle
-        self._models = models
+        self._files = ChampionFiles(models, settings.brain.decision_slot)
         self._brain: TradingBrain = models.brain
         self._slot = settings.brain.decision_slot
         self._journal = journal
@@ -135,22 +133,7 @@ class ModelLifecycle:
         A quarantined model on disk (copied there while the host was down, or left by a
         rollback that could not finish) is rolled back before anything trades on it.
         """
-        installed = self._brain.snapshot.models[self._slot]
-        try:
-            banned = await asyncio.to_thread(self._models.quarantine.holds, installed.sha256)
-        except AppError as error:  # unreadable: installs are refused until it is mended
-            logger.error(f"❌ [LIFECYCLE] {error}")
-            banned = None
-        if banned is not None:
-            logger.error(
-                f"🚫 [LIFECYCLE] The active {installed.version} is quarantined ({banned.why}); "
-                "rolling back before trading"
-            )
-            result = await self._models.rollback(self._slot, source="lifecycle")
-            if result.ok:
-                installed = self._brain.snapshot.models[self._slot]
-            else:
-                logger.error(f"❌ [LIFECYCLE] No backup to roll back to: {result.reason}")
+        installed = await self._files.rid_of_quarantined()
         self._seen = installed.sha256
         record = await asyncio.to_thread(read_record, self._path)
         if record is not None and record.slot == self._slot:
@@ -165,20 +148,13 @@ class ModelLifecycle:
         self._settle(installed)
         self._save(durable=True)
         logger.info(f"🏆 [LIFECYCLE] {self._slot}: version {installed.version} is the champion")
-        await self._shelve(installed)
-
-    async def _shelve(self, champion: LoadedModel) -> None:
-        """A backup of the champion, so a judged candidate can always be rolled back to it."""
-        try:
-            await self._models.keep_a_backup(self._slot)
-        except (AppError, OSError) as error:
-            logger.warning(f"⚠️ [LIFECYCLE] No backup of the champion {champion.version}: {error}")
+        await self._files.shelve(installed)
 
     async def _resume(self, record: LifecycleRecord, installed: LoadedModel) -> bool:
         candidate = record.candidate
         if candidate is None or candidate.sha256 != installed.sha256:
             return False
-        incumbent = await self._load(record.champion)
+        incumbent = await self._files.load(record.champion)
         if incumbent is None:
             return False
         rules = JudgeRules.of(self._settings, self._bars_in(record.stage))
@@ -194,32 +170,13 @@ class ModelLifecycle:
         )
         return True
 
-    async def _load(self, model: ModelRef) -> LoadedModel | None:
-        """The champion of a persisted stage, loaded from its backup (it is not installed)."""
-        backup = await asyncio.to_thread(self._models.shelf.holding, self._slot, model.sha256)
-        if backup is None:
-            logger.warning(f"⚠️ [LIFECYCLE] No backup holds version {model.version} any more")
-            return None
-        try:
-            return await asyncio.to_thread(
-                self._brain.load_model,
-                self._slot,
-                backup,
-                serving=self._brain.snapshot.models[self._slot],
-                version=model.version,
-                known_sha256=model.sha256,
-            )
-        except (AppError, OSError) as error:
-            logger.warning(f"⚠️ [LIFECYCLE] Backup {backup.name} cannot serve: {error}")
-            return None
-
     # -- every bar (the trading loop's BarWatcher) ----------------------------------------
 
     def before_decision(self, bar: Bar, book: PaperBook) -> None:
         """Start, end or change a stage at this bar boundary, before the brain decides."""
         if self._last_bar is not None and bar.time > self._last_bar:
             self._spacing = bar.time - self._last_bar
-        installed = self._brain.snapshot.models[self._slot]
+        installed = self._files.installed()
         if installed.sha256 != self._seen:
             self._arrived(installed, bar, book)
         judging = self._judging
@@ -305,12 +262,7 @@ class ModelLifecycle:
         """A model the lifecycle has not seen is installed: judge it, or settle on it."""
         self._seen = installed.sha256
         champion = self.champion
-        provenance = self._models.records.provenance(self._slot)
-        restored = (
-            provenance is not None
-            and provenance.sha256 == installed.sha256
-            and provenance.source in _RESTORED
-        )
+        restored = self._files.restored(installed)
         if installed.sha256 == champion.sha256 or restored:
             was = self.stage
             self._settle(installed)
@@ -402,7 +354,7 @@ class ModelLifecycle:
         self._last = verdict
         self._settle(judging.candidate)
         self._transition(was, at, verdict, f"promoted: {verdict.reason}")
-        self._spawn(self._shelve(judging.candidate))
+        self._spawn(self._files.shelve(judging.candidate))
 
     def _fail(
         self, judging: _Judging, verdict: Verdict, at: float | None, *, quarantine: bool = True
@@ -416,46 +368,7 @@ class ModelLifecycle:
         self._brain.pin(champion)
         action = "rolled back and quarantined" if quarantine else "rolled back"
         self._transition(was, at, verdict, f"{action}: {verdict.reason}")
-        self._spawn(self._restore(candidate, champion, verdict, quarantine=quarantine))
-
-    async def _restore(
-        self, candidate: LoadedModel, champion: LoadedModel, verdict: Verdict, *, quarantine: bool
-    ) -> None:
-        if quarantine:
-            await self._quarantine(candidate, verdict.reason)
-        backup = await asyncio.to_thread(self._models.shelf.holding, self._slot, champion.sha256)
-        if backup is None:
-            logger.error(
-                f"❌ [LIFECYCLE] No backup holds {champion.version}: it decides from memory, and "
-                f"the file on disk is still {candidate.version} until a model is installed"
-            )
-            return
-        result = await self._models.rollback(self._slot, backup.name, source="lifecycle")
-        if not result.ok:
-            logger.error(
-                f"❌ [LIFECYCLE] Restoring {backup.name} failed: {result.reason}; "
-                f"{champion.version} decides from memory"
-            )
-
-    async def _quarantine(self, model: LoadedModel, why: str) -> None:
-        provenance = self._models.records.provenance(self._slot)
-        origin = (
-            provenance.origin
-            if provenance is not None and provenance.sha256 == model.sha256
-            else None
-        )
-        entry = QuarantineEntry(
-            sha256=model.sha256,
-            slot=self._slot,
-            version=model.version,
-            at=datetime.now(UTC),
-            why=why,
-            origin=origin,
-        )
-        try:
-            await asyncio.to_thread(self._models.quarantine.add, entry)  # says so itself
-        except (AppError, OSError) as error:
-            logger.error(f"❌ [LIFECYCLE] Could not quarantine {model.version}: {error}")
+        self._spawn(self._files.restore(candidate, champion, verdict.reason, quarantine=quarantine))
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
@@ -513,10 +426,10 @@ class ModelLifecycle:
                 "its files are being restored"
             )
         champion = self.champion
-        result = await self._models.rollback(self._slot, source="lifecycle")
+        result = await self._files.roll_back()
         if not result.ok:
             raise LifecycleRefused(f"cannot reject {champion.version}: {result.reason}")
-        await self._quarantine(champion, "rejected by hand")
+        await self._files.quarantine(champion, "rejected by hand")
         restored = result.installed[self._slot]
         self._last = self._by_hand(Outcome.FAIL, "by_hand", "rejected by hand")
         self._last_candidate = _ref(champion)
