@@ -209,7 +209,8 @@ class LifecycleSettings(Section):
     min_trades: int = Field(default=10, ge=1)  # closed trades before the soft judgement speaks
     loss_limit: float = Field(default=0.02, gt=0, le=1)  # net return of the canary, -2%
     max_drawdown: float = Field(default=0.03, gt=0, le=1)  # of the canary's equity curve
-    stuck_bars: int = Field(default=30, ge=0)  # one action this long while the incumbent moves
+    # One action this many market minutes while the incumbent's vary: rolled back (0: off).
+    stuck_minutes: float = Field(default=30, ge=0, le=7 * 24 * 60)
     blackout: tuple[str, ...] = ()
     blackout_timezone: str = "UTC"
 

@@ -144,7 +144,7 @@ async def shadow_figures(
     settings = load_settings(
         None,
         models={"dir": str(models_dir)},
-        lifecycle={"canary_minutes": 10080, "loss_limit": 1, "max_drawdown": 1, "stuck_bars": 0},
+        lifecycle={"canary_minutes": 10080, "loss_limit": 1, "max_drawdown": 1, "stuck_minutes": 0},
     )
     models = ModelInstaller(settings, TradingBrain(settings.brain))
     await models.start()

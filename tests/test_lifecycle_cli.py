@@ -125,8 +125,10 @@ def test_promote_without_a_running_host_says_so_in_one_line(bot: Bot) -> None:
 
     assert done.returncode == 1
     assert done.said == [
-        f"error: no running host serves {bot.models} (no {bot.models}/.sync/ops.json): "
-        "start one with `python -m app` and ops.enabled: true"
+        (
+            f"error: no running host serves {bot.models} (no {bot.models}/.sync/ops.json): "
+            "start one with `python -m app` and ops.enabled: true"
+        )
     ]
 
 

@@ -501,14 +501,21 @@ def test_figures_name_every_metric() -> None:
 
 
 def test_rules_from_the_lifecycle_settings() -> None:
-    lifecycle = LifecycleSettings(degradation=0.2, alpha=0.1, min_trades=4, stuck_bars=0)
+    lifecycle = LifecycleSettings(degradation=0.2, alpha=0.1, min_trades=4, stuck_minutes=0)
 
-    rules = JudgeRules.of(lifecycle, horizon_bars=720)
+    rules = JudgeRules.of(lifecycle, minutes=60, bar_seconds=5)
 
     assert rules == JudgeRules(0.2, 0.1, 4, 0.02, 0.03, 0, 720)
     assert rules.threshold == pytest.approx(30.0)
-    with pytest.raises(ValueError, match="horizon"):
-        JudgeRules.of(lifecycle, horizon_bars=0)
+
+
+def test_the_stuck_guardrail_and_the_window_are_minutes_turned_into_bars() -> None:
+    lifecycle = LifecycleSettings(stuck_minutes=30)
+
+    assert JudgeRules.of(lifecycle, minutes=60, bar_seconds=60).stuck_bars == 30
+    assert JudgeRules.of(lifecycle, minutes=60, bar_seconds=1).stuck_bars == 1800
+    assert JudgeRules.of(lifecycle, minutes=60, bar_seconds=1).horizon_bars == 3600
+    assert JudgeRules.of(lifecycle, minutes=0.01, bar_seconds=3600).horizon_bars == 1
 
 
 def test_the_judge_is_pure() -> None:

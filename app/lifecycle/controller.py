@@ -157,7 +157,7 @@ class ModelLifecycle:
         incumbent = await self._files.load(record.champion)
         if incumbent is None:
             return False
-        rules = JudgeRules.of(self._settings, self._bars_in(record.stage))
+        rules = self._rules(record.stage)
         judge = Judge.from_json(rules, record.judge) if record.judge else Judge(rules)
         self._champion = incumbent
         self._judging = _Judging(record.stage, installed, judge, record.started_at, record.ends_at)
@@ -288,13 +288,15 @@ class ModelLifecycle:
         self._judging = None
         self._brain.pin(model)
 
-    def _bars_in(self, stage: Stage) -> int:
-        minutes = (
-            self._settings.shadow_minutes
-            if stage is Stage.SHADOW
-            else self._settings.canary_minutes
+    def _minutes(self, stage: Stage) -> float:
+        settings = self._settings
+        return settings.shadow_minutes if stage is Stage.SHADOW else settings.canary_minutes
+
+    def _rules(self, stage: Stage) -> JudgeRules:
+        """The judge's rules for `stage`'s window, at the feed's bar spacing."""
+        return JudgeRules.of(
+            self._settings, minutes=self._minutes(stage), bar_seconds=self._spacing
         )
-        return max(1, round(minutes * 60 / self._spacing))
 
     def _begin(
         self,
@@ -306,15 +308,11 @@ class ModelLifecycle:
         shadow_verdict: Verdict | None = None,
     ) -> None:
         was = self.stage
-        minutes = (
-            self._settings.shadow_minutes
-            if stage is Stage.SHADOW
-            else self._settings.canary_minutes
-        )
+        minutes = self._minutes(stage)
         judging = _Judging(
             stage,
             candidate,
-            Judge(JudgeRules.of(self._settings, self._bars_in(stage))),
+            Judge(self._rules(stage)),
             started_at=bar.time,
             ends_at=bar.time + minutes * 60,
         )

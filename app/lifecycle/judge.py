@@ -129,15 +129,21 @@ class JudgeRules:
             raise ValueError(f"horizon_bars {self.horizon_bars} is under 1")
 
     @classmethod
-    def of(cls, settings: LifecycleSettings, horizon_bars: int) -> JudgeRules:
+    def of(cls, settings: LifecycleSettings, *, minutes: float, bar_seconds: float) -> JudgeRules:
+        """The rules for a window of `minutes` of market time on bars `bar_seconds` apart: the
+        settings' minutes (the window, ``stuck_minutes``) turned into bars."""
+
+        def bars(span_minutes: float) -> int:
+            return round(span_minutes * 60 / bar_seconds)
+
         return cls(
             degradation=settings.degradation,
             alpha=settings.alpha,
             min_trades=settings.min_trades,
             loss_limit=settings.loss_limit,
             max_drawdown=settings.max_drawdown,
-            stuck_bars=settings.stuck_bars,
-            horizon_bars=horizon_bars,
+            stuck_bars=max(1, bars(settings.stuck_minutes)) if settings.stuck_minutes else 0,
+            horizon_bars=max(1, bars(minutes)),
         )
 
     @property
