@@ -24,6 +24,7 @@ from app.brain.models import Candidate
 from app.containers import Application
 from app.install.installer import ModelInstaller
 from app.install.records import Origin
+from app.lifecycle.controller import LifecycleRefused
 from app.lifecycle.record import Stage
 from app.services.inbox import LocalInbox
 from app.services.outcome import CycleOutcome
@@ -318,6 +319,62 @@ async def test_a_restart_in_mid_canary_resumes_it_where_it_was(
     # last bar is 60 minutes after the first: 181.
     assert taken == CANARY_BARS - 10
     assert second.lifecycle.report()["verdict"] == "pass"
+
+
+async def test_a_quarantined_model_found_active_at_start_is_rolled_back_before_it_trades(
+    start: Callable[..., Awaitable[LifecycleHost]], tmp_path: Path
+) -> None:
+    first = await start()
+    await first.advance(120)
+    inverted = momentum_file(tmp_path / "offered", -1.0, "inverted-2")
+    await by_sync_free_install(first, inverted)
+    await first.until(lambda: first.lifecycle.stage is Stage.CHAMPION, limit=CANARY_BARS)
+    await first.close()
+    # While no host runs, someone copies the quarantined model over the active file.
+    active = first.settings.models_dir / "unified_brain.onnx"
+    shutil.copyfile(inverted, active)
+
+    second = await start()
+
+    assert second.trading_version() == "momentum-1"
+    assert sha256_hex(active.read_bytes()) != sha256_hex(inverted.read_bytes())
+    assert second.lifecycle.stage is Stage.CHAMPION
+
+
+async def test_rejecting_the_champion_restores_the_one_before_and_quarantines_it(
+    start: Callable[..., Awaitable[LifecycleHost]], inbox: Inbox, tmp_path: Path
+) -> None:
+    host = await start()
+    await host.advance(120)
+    twin = momentum_file(tmp_path / "offered", 1.0, "momentum-2")
+    await by_sync_free_install(host, twin)
+    await host.advance(1)
+    assert host.lifecycle.promote() == "promoted momentum-2: it is the champion of unified_brain"
+    await host.advance(2)
+
+    said = await host.lifecycle.reject()
+    await host.advance(2)
+
+    assert said == "rejected momentum-2: momentum-1 is restored and the champion"
+    assert host.trading_version() == "momentum-1"
+    assert host.lifecycle.champion.version == "momentum-1"
+    assert host.models.quarantine.holds(sha256_hex(twin.read_bytes())) is not None
+    last = transitions(host)[-1]
+    assert (last.from_stage, last.to_stage, last.verdict, last.rule) == (
+        "champion",
+        "champion",
+        "fail",
+        "by_hand",
+    )
+    await mail_arrives(inbox, "Model rolled back - unified_brain version momentum-2")
+    with pytest.raises(LifecycleRefused, match="nothing to promote"):
+        host.lifecycle.promote()
+
+
+async def by_sync_free_install(host: LifecycleHost, model: Path) -> None:
+    """An install in this process (no route under test): the candidate for a canary."""
+    result = await host.models.swap_in([Candidate(SLOT, model)], origin=Origin(source="cli"))
+    assert result.ok, result.reason
 
 
 # -- swap windows, shadow, direct ----------------------------------------------------------

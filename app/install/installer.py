@@ -489,15 +489,7 @@ class ModelInstaller:
                     transaction.place(copy, backup, serving.sha256)
                 else:
                     transaction.back_up(serving.path, backup)
-                record = BackupRecord(
-                    name=name,
-                    slot=slot,
-                    sha256=serving.sha256,
-                    version=serving.version,
-                    taken_at=now,
-                    provenance=self._provenance_of(serving),
-                )
-                transaction.place_record(record, self.layout.backup_record_file(name))
+                self._record_backup(transaction, serving, name, now)
                 backups[slot] = backup
                 logger.info(f"💾 [MODEL-RELOAD] Backup created: {backup}")
             transaction.place_provenance(
@@ -530,15 +522,7 @@ class ModelInstaller:
             try:
                 copy = transaction.stage_copy(serving.path, suffix=".onnx")
                 transaction.place(copy, backup, serving.sha256)
-                record = BackupRecord(
-                    name=name,
-                    slot=slot,
-                    sha256=serving.sha256,
-                    version=serving.version,
-                    taken_at=now,
-                    provenance=self._provenance_of(serving),
-                )
-                transaction.place_record(record, self.layout.backup_record_file(name))
+                self._record_backup(transaction, serving, name, now)
                 transaction.apply()
                 transaction.commit()
             except BaseException:
@@ -546,6 +530,20 @@ class ModelInstaller:
                 raise
         logger.info(f"💾 [MODEL-RELOAD] Backup created of the champion {serving.version}: {backup}")
         return backup
+
+    def _record_backup(
+        self, transaction: Transaction, serving: LoadedModel, name: str, now: datetime
+    ) -> None:
+        """Plan the record of backup `name`: the SHA-256 and provenance of the model in it."""
+        record = BackupRecord(
+            name=name,
+            slot=serving.slot,
+            sha256=serving.sha256,
+            version=serving.version,
+            taken_at=now,
+            provenance=self._provenance_of(serving),
+        )
+        transaction.place_record(record, self.layout.backup_record_file(name))
 
     def _provenance_of(self, model: LoadedModel) -> Provenance | None:
         provenance = self.records.provenance(model.slot)

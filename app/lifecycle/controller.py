@@ -23,7 +23,9 @@ already served.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -47,7 +49,8 @@ from app.trading.bars import Bar
 from app.trading.journal import DecisionJournal, Transition
 from app.trading.positions import BarOutcome, ClosedTrade, PaperBook
 
-_SAVE_SECONDS = 1.0  # while judging, the record is rewritten at most this often (wall time)
+_SAVE_SECONDS = 1.0
+_GAPS = 15  # while judging, the record is rewritten at most this often (wall time)
 
 
 class LifecycleRefused(AppError):
@@ -77,6 +80,7 @@ class _Judging:
     judge: Judge
     started_at: float | None  # market time of its first bar (None: resumed, not yet seen)
     ends_at: float | None
+    bar_seconds: float  # the bar spacing its judge's rules were made for
     shadow: Shadow | None = None  # the model not trading; made at the stage's first bar
 
 
@@ -105,7 +109,10 @@ class ModelLifecycle:
         self._observer = observer
         self._blackout = Blackout(self._settings.blackout, self._settings.blackout_timezone)
         self._path = models.layout.lifecycle_file
-        self._spacing = settings.market.bar_seconds  # replaced by the feed's own spacing
+        # The feed's bar spacing: the median of the latest gaps (a night's gap is one of many).
+        self._spacing = settings.market.bar_seconds
+        self._gaps: deque[float] = deque(maxlen=_GAPS)
+        self._previous_bar: float | None = None  # seen by this process (not a record's)
         self._champion: LoadedModel | None = None
         self._judging: _Judging | None = None
         self._last: Verdict | None = None  # the last verdict given
@@ -157,10 +164,14 @@ class ModelLifecycle:
         incumbent = await self._files.load(record.champion)
         if incumbent is None:
             return False
+        if record.bar_seconds:
+            self._spacing = record.bar_seconds  # the same rules as before the restart
         rules = self._rules(record.stage)
         judge = Judge.from_json(rules, record.judge) if record.judge else Judge(rules)
         self._champion = incumbent
-        self._judging = _Judging(record.stage, installed, judge, record.started_at, record.ends_at)
+        self._judging = _Judging(
+            record.stage, installed, judge, record.started_at, record.ends_at, self._spacing
+        )
         self._brain.pin(installed if record.stage is Stage.CANARY else incumbent)
         self._last_candidate = candidate
         logger.info(
@@ -174,8 +185,10 @@ class ModelLifecycle:
 
     def before_decision(self, bar: Bar, book: PaperBook) -> None:
         """Start, end or change a stage at this bar boundary, before the brain decides."""
-        if self._last_bar is not None and bar.time > self._last_bar:
-            self._spacing = bar.time - self._last_bar
+        if self._previous_bar is not None and bar.time > self._previous_bar:
+            self._gaps.append(bar.time - self._previous_bar)
+            self._spacing = statistics.median(self._gaps)
+        self._previous_bar = bar.time
         installed = self._files.installed()
         if installed.sha256 != self._seen:
             self._arrived(installed, bar, book)
@@ -315,6 +328,7 @@ class ModelLifecycle:
             Judge(self._rules(stage)),
             started_at=bar.time,
             ends_at=bar.time + minutes * 60,
+            bar_seconds=self._spacing,
         )
         self._judging = judging
         self._last_candidate = _ref(candidate)
@@ -431,6 +445,10 @@ class ModelLifecycle:
         restored = result.installed[self._slot]
         self._last = self._by_hand(Outcome.FAIL, "by_hand", "rejected by hand")
         self._last_candidate = _ref(champion)
+        self._seen = restored.sha256  # already handled: no arrival at the next bar
+        self._settle(restored)
+        why = f"rejected by hand and quarantined; {restored.version} restored"
+        self._transition(Stage.CHAMPION, self._last_bar, self._last, why)
         return f"rejected {champion.version}: {restored.version} is restored and the champion"
 
     # -- what it says ----------------------------------------------------------------------
@@ -461,6 +479,7 @@ class ModelLifecycle:
             verdict="pending",
             figures=dict(judging.judge.figures),
             judge=judging.judge.to_json(),
+            bar_seconds=judging.bar_seconds,
             last_bar=self._last_bar,
         )
 

@@ -54,6 +54,7 @@ class LifecycleRecord(BaseModel):
     reason: str | None = None
     figures: dict[str, float | int | None] = {}
     judge: dict[str, Any] | None = None  # the judge's running sums (Judge.to_json)
+    bar_seconds: float | None = None  # the spacing the judge's rules were made for
     last_bar: float | None = None  # market time of the last bar judged
     updated_at: str = ""
 

@@ -65,24 +65,8 @@ class Shadow:
         self, journal: DecisionJournal, bar: Bar, features: np.ndarray, step: ShadowStep
     ) -> None:
         version = self.model.version
-        marked, closed = step.marked, step.closed
         journal.record_decision(bar.time, bar.close, features[0], step.decision, role="shadow")
-        if marked is not None:
-            journal.record_outcome(
-                marked.decided_at,
-                version,
-                net_return=marked.net_return,
-                gross_return=marked.gross_return,
-                position=marked.position,
-                role="shadow",
-            )
-        if closed is not None:
-            journal.record_outcome(
-                bar.time,
-                version,
-                net_return=closed.net_return,
-                position=closed.position,
-                role="shadow",
-                kind="trade",
-                opened_at=closed.opened_at,
-            )
+        if step.marked is not None:
+            journal.record_bar(step.marked, version, role="shadow")
+        if step.closed is not None:
+            journal.record_trade(step.closed, version, role="shadow")

@@ -24,6 +24,7 @@ import numpy as np
 from loguru import logger
 
 from app.brain.decision import Decision
+from app.trading.positions import BarOutcome, ClosedTrade
 
 JOURNAL_FILE = "journal.sqlite3"
 SCHEMA_VERSION = 1
@@ -200,6 +201,29 @@ class DecisionJournal:
     def record_transition(self, transition: Transition) -> None:
         """Journal a model's change of stage, with the figures that decided it."""
         self._enqueue("t", (*transition[:-1], json.dumps(transition.figures, sort_keys=True)))
+
+    def record_bar(self, outcome: BarOutcome, version: str, *, role: str = "champion") -> None:
+        """Journal what a paper position earned over one bar (the version that decided it)."""
+        self.record_outcome(
+            outcome.decided_at,
+            version,
+            net_return=outcome.net_return,
+            gross_return=outcome.gross_return,
+            position=outcome.position,
+            role=role,
+        )
+
+    def record_trade(self, trade: ClosedTrade, version: str, *, role: str = "champion") -> None:
+        """Journal a closed paper trade (the version that opened it)."""
+        self.record_outcome(
+            trade.closed_at,
+            version,
+            net_return=trade.net_return,
+            position=trade.position,
+            role=role,
+            kind="trade",
+            opened_at=trade.opened_at,
+        )
 
     def _enqueue(self, kind: str, row: tuple[Any, ...]) -> None:
         if self._thread is None:

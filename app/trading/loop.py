@@ -174,13 +174,7 @@ class TradingLoop:
             return
         self.net_return += outcome.net_return
         if self._journal is not None:
-            self._journal.record_outcome(
-                outcome.decided_at,
-                self._version,
-                net_return=outcome.net_return,
-                gross_return=outcome.gross_return,
-                position=outcome.position,
-            )
+            self._journal.record_bar(outcome, self._version)
         if self._observer is not None:
             self._observer.record_paper_bar(
                 self._slot, self._version, outcome.position, outcome.net_return
@@ -202,14 +196,7 @@ class TradingLoop:
         if journal is not None:
             journal.record_decision(bar.time, bar.close, features[0], decision)
             if closed is not None:
-                journal.record_outcome(
-                    bar.time,
-                    opened_by,
-                    net_return=closed.net_return,
-                    position=closed.position,
-                    kind="trade",
-                    opened_at=closed.opened_at,
-                )
+                journal.record_trade(closed, opened_by)
         if closed is not None and self._observer is not None:
             self._observer.record_paper_trade(self._slot, opened_by, closed.net_return)
 
