@@ -22,6 +22,7 @@ import numpy as np
 from app.containers import Application, resolve
 from app.install.installer import ModelInstaller
 from app.lifecycle.controller import ModelLifecycle
+from app.ops import OpsServer
 from app.services.alerts import EmailAlerts
 from app.settings import Settings
 from app.trading.bars import Bar
@@ -98,6 +99,7 @@ class LifecycleHost:
     lifecycle: ModelLifecycle
     loop: TradingLoop
     bars: Iterator[Bar]
+    ops: OpsServer
     stepped: int = 0
     fake: Any = None  # the fake GitHub, when the test offers models through sync or webhook
 
@@ -113,11 +115,13 @@ class LifecycleHost:
         assert lifecycle is not None
         await lifecycle.start()
         loop = container.trading()
+        ops: OpsServer = await resolve(container.ops)
+        await ops.start()  # on port 0: the port it got is ops.port
         market = settings.market
         feed = bar_feed(
             "csv", csv_path=market.csv_path, seed=market.seed, bar_seconds=market.bar_seconds
         )
-        return cls(settings, container, models, lifecycle, loop, iter(feed.bars))
+        return cls(settings, container, models, lifecycle, loop, iter(feed.bars), ops)
 
     @property
     def journal(self) -> DecisionJournal:
@@ -146,7 +150,12 @@ class LifecycleHost:
         """Let background work (the judge's rollback, quarantine, alerts) finish."""
         await self.lifecycle.settled()
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ops.port}"
+
     async def close(self) -> None:
+        await self.ops.stop()
         await self.lifecycle.stop()
         alerts: EmailAlerts = self.container.alerts()
         await alerts.aclose()

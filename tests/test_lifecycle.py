@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -149,15 +150,19 @@ async def by_sync(host: LifecycleHost, model: Path, version: str) -> None:
 
 
 async def by_webhook(host: LifecycleHost, model: Path, version: str) -> None:
+    """A signed ``workflow_run`` delivery POSTed to the host's ops server."""
     fake: FakeGitHub = host.fake
     run = fake.add_run()
     fake.add_artifact(run, f"model-{version}", model_artifact(version, model=model.read_bytes()))
-    webhooks: WebhookDispatcher = await host.resolve(host.container.core.webhooks)
     body = json.dumps(workflow_run_payload(fake, run)).encode()
     headers = delivery_headers(signature=webhook_signature(body, SECRET))
-    status, _ = webhooks.accept(headers["X-GitHub-Delivery"], "workflow_run", body)
-    assert status == 202
-    await webhooks.drain()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{host.url}/webhooks/github", data=body, headers=headers) as response,
+    ):
+        assert response.status == 202, await response.text()
+    webhooks: WebhookDispatcher = await host.resolve(host.container.core.webhooks)
+    await webhooks.drain()  # the host's webhook job, run to the end of its queue
 
 
 ROUTES: dict[str, Route] = {
@@ -487,3 +492,49 @@ async def test_metrics_count_stage_changes_and_verdicts_and_show_the_paired_figu
         if name == "trading_brain_lifecycle_verdicts_total" and count == 1
     ]
     assert [dict(labels)["verdict"] for labels in verdicts] == ["fail"]
+
+
+# -- controls over HTTP --------------------------------------------------------------------
+
+
+async def test_admin_promote_and_reject_take_the_control_token_and_say_why_not(
+    start: Callable[..., Awaitable[LifecycleHost]], tmp_path: Path
+) -> None:
+    host = await start(ops={"admin_token": "admin-secret"})
+    control = json.loads((host.settings.models_dir / ".sync" / "ops.json").read_text())
+    assert oct((host.settings.models_dir / ".sync" / "ops.json").stat().st_mode & 0o777) == "0o600"
+
+    async def post(path: str, token: str | None, body: Any = None) -> tuple[int, Any]:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{host.url}{path}", json=body, headers=headers) as response,
+        ):
+            return response.status, await response.json()
+
+    await host.advance(120)
+    nothing = await post("/admin/promote", control["token"])
+    wrong = await post("/admin/promote", "not-the-token")
+    missing = await post("/admin/reject", None)
+    bad_body = await post("/admin/promote", "admin-secret", {"slot": 3})
+    unknown_slot = await post("/admin/promote", "admin-secret", {"slot": "other"})
+    twin = momentum_file(tmp_path / "offered", 1.0, "momentum-2")
+    await by_sync_free_install(host, twin)
+    await host.advance(1)
+    rejected = await post("/admin/reject", "admin-secret", {"slot": SLOT})
+    await host.settle()
+    await host.advance(1)
+
+    assert nothing[0] == 409
+    assert "nothing to promote" in nothing[1]["reason"]
+    assert wrong[0] == missing[0] == 401
+    assert bad_body[0] == unknown_slot[0] == 400
+    assert rejected == (
+        200,
+        {
+            "ok": True,
+            "reason": "rejected momentum-2: momentum-1 decides again; its files are being restored",
+        },
+    )
+    assert host.trading_version() == "momentum-1"
+    assert host.models.brain.snapshot.models[SLOT].version == "momentum-1"
