@@ -20,9 +20,9 @@ from app.host import STOP_GRACE_SECONDS, BotHost
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import hold_host
+from app.install.quarantine import Quarantine
 from app.install.records import Origin
 from app.lifecycle.controller import ModelLifecycle
-from app.lifecycle.quarantine import Quarantine
 from app.lifecycle.record import read_record
 from app.lifecycle.report import describe
 from app.ops import OpsServer

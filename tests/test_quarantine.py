@@ -20,8 +20,8 @@ from app.errors import AmbiguousSha256, QuarantineUnreadable
 from app.install.journal import Journal, JournalEntry, UntrustedJournal, check_trusted
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
+from app.install.quarantine import Quarantine, QuarantineEntry
 from app.install.records import Origin
-from app.lifecycle.quarantine import Quarantine, QuarantineEntry
 from app.settings import Settings
 from tests.conftest import ROOT, start_models
 
@@ -187,7 +187,7 @@ ADDER = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from pathlib import Path
     from app.install.layout import ModelsLayout
-    from app.lifecycle.quarantine import Quarantine, QuarantineEntry
+    from app.install.quarantine import Quarantine, QuarantineEntry
 
     store = Quarantine(ModelsLayout(Path(sys.argv[1])))
     for number in range(int(sys.argv[3])):

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from app.install.layout import ModelsLayout
+from app.install.quarantine import Quarantine, QuarantineEntry
 from app.install.records import Origin
-from app.lifecycle.quarantine import Quarantine, QuarantineEntry
 from tests.artifacts import model_bytes, sha256_hex
 from tests.fakes.github import DOWNLOAD_ARTIFACT, FakeGitHub
 from tests.ops_stack import OpsStack, ops_settings, running_ops

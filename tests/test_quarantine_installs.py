@@ -15,7 +15,7 @@ from app.brain.brain import TradingBrain
 from app.brain.models import Candidate
 from app.errors import reason_code_of
 from app.install.installer import ModelInstaller
-from app.lifecycle.quarantine import QuarantineEntry
+from app.install.quarantine import QuarantineEntry
 from app.settings import Settings
 
 SLOT = "unified_brain"

@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from app.install.quarantine import Quarantine, QuarantineEntry
 from app.install.records import Origin
-from app.lifecycle.quarantine import Quarantine, QuarantineEntry
 from app.services.installer import ArtifactInstaller
 from app.services.state import StateStore
 from tests.artifacts import model_artifact, model_bytes, sha256_hex

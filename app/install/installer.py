@@ -11,7 +11,7 @@ At start-up an interrupted install is undone and every leftover removed before a
 A slot whose active file cannot serve starts on its newest valid backup (``models.on_bad_active:
 fall_back``), loudly, until an install or rollback mends the file.
 
-A quarantined model (``app/lifecycle/quarantine.py``) is refused by every install path: a swap,
+A quarantined model (``app/install/quarantine.py``) is refused by every install path: a swap,
 a repair, a file replaced on disk; a rollback passes over it. By the SHA-256 the caller gives
 before anything is staged, else as soon as the model is hashed (beside its validation, as every
 candidate is), before anything is placed.
@@ -41,10 +41,10 @@ from app.install.backups import next_backup_name
 from app.install.journal import read_journal
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
+from app.install.quarantine import Quarantine
 from app.install.records import BackupRecord, Origin, Provenance, Records, Source
 from app.install.shelf import BackupShelf, RollbackChoice
 from app.install.transaction import Transaction, recover
-from app.lifecycle.quarantine import Quarantine
 from app.settings import Settings
 
 # Flushing a staged candidate overlaps its validation (both release the GIL).

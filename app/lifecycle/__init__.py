@@ -1,1 +1,1 @@
-"""The model lifecycle: shadow, canary, the judge (pure), quarantine."""
+"""The model lifecycle: shadow, canary, the judge (pure), rollback and quarantine decisions."""

@@ -15,7 +15,7 @@ from loguru import logger
 from app.brain.models import LoadedModel, SwapResult
 from app.errors import AppError
 from app.install.installer import ModelInstaller
-from app.lifecycle.quarantine import QuarantineEntry
+from app.install.quarantine import QuarantineEntry
 from app.lifecycle.record import ModelRef
 
 _RESTORED = ("rollback", "lifecycle")  # provenance sources of a restored backup

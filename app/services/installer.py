@@ -29,9 +29,9 @@ from app.errors import (
 from app.install.installer import ModelInstaller
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
+from app.install.quarantine import Quarantine
 from app.install.records import Origin
 from app.install.transaction import Transaction
-from app.lifecycle.quarantine import Quarantine
 from app.services.extraction import ExtractionLimits, extract_artifact
 from app.services.manifest import ArtifactManifest, SlotAssignment, assign_slots, build_manifest
 from app.services.outcome import Outcome

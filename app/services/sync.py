@@ -11,7 +11,7 @@ processes (``python -m app sync`` beside a running host). At most one cycle per
 date, rejected): a failed one (a bad token, a network fault) holds nothing back. Every cycle ends
 with one line saying what it did and when the next may run (``SyncReport.retry_at``).
 
-A quarantined artifact (``app/lifecycle/quarantine.py``) is refused before it is downloaded, and
+A quarantined artifact (``app/install/quarantine.py``) is refused before it is downloaded, and
 an artifact whose model turns out to be quarantined is refused like any bad content: neither
 is downloaded again while the quarantine lasts. Once it is released, the next cycle forgets
 the refusal, so the artifact is eligible again.
