@@ -7,7 +7,8 @@ served: a refused file is never backed up), the provenance records and the artif
 files, applies them all under the journal, lets the brain publish the new snapshot, and
 commits. Any failure leaves the old models serving and the disk as it was.
 
-At start-up an interrupted install is undone and every leftover removed before anything loads.
+At start-up an interrupted install is undone and every leftover removed before anything loads
+(``startup.py``).
 A slot whose active file cannot serve starts on its newest valid backup (``models.on_bad_active:
 fall_back``), loudly, until an install or rollback mends the file.
 
@@ -38,13 +39,17 @@ from app.brain.validation import check_file
 from app.errors import AppError, ModelError, ModelsDirectoryLocked, QuarantineUnreadable
 from app.fsutil import sha256_of_file
 from app.install.backups import next_backup_name
-from app.install.journal import read_journal
 from app.install.layout import ModelsLayout
 from app.install.lock import DirectoryLock
 from app.install.quarantine import Quarantine
 from app.install.records import BackupRecord, Origin, Provenance, Records, Source
 from app.install.shelf import BackupShelf, RollbackChoice
-from app.install.transaction import Transaction, recover
+from app.install.startup import (
+    clear_interrupted_work,
+    files_a_recovery_restores,
+    newest_valid_backup,
+)
+from app.install.transaction import Transaction
 from app.settings import Settings
 
 # Flushing a staged candidate overlaps its validation (both release the GIL).
@@ -59,34 +64,6 @@ _TRANSIENT = (ModelsDirectoryLocked, QuarantineUnreadable)
 
 def _admit_any(_sha256: str) -> None:
     """The screen of an install that may take a quarantined model (``allow_quarantined``)."""
-
-
-def _break_shared_inodes(layout: ModelsLayout, actives: Sequence[Path]) -> None:
-    """Give an active file its own copy when it shares an inode with a backup.
-
-    Older versions restored backups by hard link; an in-place write to the active file would
-    then rewrite the backup too.
-    """
-    if not layout.backup_dir.is_dir():
-        return
-    backups = {}
-    for entry in layout.backup_dir.iterdir():
-        if entry.is_file():
-            stat = entry.stat()
-            backups[(stat.st_dev, stat.st_ino)] = entry
-    for active in actives:
-        try:
-            stat = active.stat()
-        except FileNotFoundError:
-            continue
-        if (stat.st_dev, stat.st_ino) not in backups:
-            continue
-        transaction = Transaction(layout)
-        staged = transaction.stage_copy(active, suffix=active.suffix)
-        transaction.place(staged, active)
-        transaction.apply()
-        transaction.commit()
-        logger.info(f"💾 [MODEL-RELOAD] {active} no longer shares its file with a backup")
 
 
 class ModelInstaller:
@@ -161,21 +138,15 @@ class ModelInstaller:
     def _start_blocking(
         self, recover_first: bool, strict: bool, repairable: bool = False
     ) -> BrainSnapshot | None:
-        actives = [self._slot_path(slot) for slot in self._settings.brain.slots]
+        slots = list(self._settings.brain.slots)
+        actives = [self._slot_path(slot) for slot in slots]
         if recover_first:
             with self.write_lock():
-                recover(self.layout)
-                freed = self.layout.clear_install_scratch() + self._clear_sync_scratch()
-                if freed:
-                    logger.info(f"🧹 [MODEL-RELOAD] Removed {freed} bytes of unfinished work")
-                _break_shared_inodes(self.layout, actives)
-                for slot in self._settings.brain.slots:
-                    self.shelf.prune(slot)  # one an interrupted install did not finish
-                self.shelf.drop_orphan_records()
+                clear_interrupted_work(self.layout, self.shelf, slots, actives)
         # Read-only, after a crash mid-install: what a writing start will have put back.
-        restored = {} if recover_first else self._files_a_recovery_restores()
+        restored = {} if recover_first else files_a_recovery_restores(self.layout)
         models: dict[str, LoadedModel] = {}
-        for slot, path in zip(self._settings.brain.slots, actives, strict=True):
+        for slot, path in zip(slots, actives, strict=True):
             source = restored.get(path, path)
             try:
                 models[slot] = self._brain.load_model(
@@ -196,58 +167,18 @@ class ModelInstaller:
             return None
         return self._brain.publish(models)
 
-    def _files_a_recovery_restores(self) -> dict[Path, Path]:
-        """Final path -> the file recovery would put back there, from an interrupted install."""
-        try:
-            journal = read_journal(self.layout)
-        except ValueError:
-            return {}
-        if journal is None:
-            return {}
-        logger.warning(
-            "⚠️ [MODEL-RELOAD] An install was interrupted; showing what the next start restores"
-        )
-        return {
-            self.layout.path_of(entry.final): self.layout.path_of(entry.previous)
-            for entry in journal.entries
-            if entry.previous is not None and self.layout.path_of(entry.previous).exists()
-        }
-
-    def _clear_sync_scratch(self) -> int:
-        try:
-            lock = DirectoryLock(self.layout.sync_lock)
-        except ModelsDirectoryLocked:
-            return 0  # a sync is running in another process: its downloads are live
-        try:
-            return self.layout.clear_sync_scratch()
-        finally:
-            lock.release()
-
     def _fall_back(
         self, slot: str, path: Path, error: ModelError, loaded: Mapping[str, LoadedModel]
     ) -> LoadedModel | None:
-        for backup in self.backups(slot):
-            if not self.shelf.is_intact(backup):
-                continue
-            record = self.records.backup(backup.name)
-            try:
-                model = self._brain.load_model(
-                    slot,
-                    backup,
-                    serving=None,
-                    version=None if record is None else record.version,
-                    installed_at=path,
-                    alongside=loaded,
-                )
-            except ModelError:
-                continue
-            reason = f"active file {path} cannot serve ({error}); serving backup {backup.name}"
-            logger.error(f"❌ [MODEL-RELOAD] Slot {slot}: {reason}")
-            with_reason = dataclasses.replace(model, fallback_reason=reason)
-            with contextlib.suppress(FileNotFoundError):
-                self._refused[slot] = FileIdentity.of(path)
-            return with_reason
-        return None
+        found = newest_valid_backup(self._brain, self.shelf, slot, path=path, loaded=loaded)
+        if found is None:
+            return None
+        backup, model = found
+        reason = f"active file {path} cannot serve ({error}); serving backup {backup.name}"
+        logger.error(f"❌ [MODEL-RELOAD] Slot {slot}: {reason}")
+        with contextlib.suppress(FileNotFoundError):
+            self._refused[slot] = FileIdentity.of(path)  # the watch will not rebuild it
+        return dataclasses.replace(model, fallback_reason=reason)
 
     # -- swaps ---------------------------------------------------------------------------
 
