@@ -35,10 +35,18 @@ def _control(layout: ModelsLayout) -> dict[str, Any]:
         ) from None
     except (OSError, ValueError) as error:
         raise HostUnreachable(f"cannot read {path}: {error}") from None
-    if not isinstance(control, dict) or not {"pid", "url", "token"} <= control.keys():
+    if (
+        not isinstance(control, dict)
+        or not {"pid", "url", "token"} <= control.keys()
+        or not isinstance(control["pid"], int)
+        or isinstance(control["pid"], bool)
+        or not 0 < control["pid"] < 2**31
+        or not isinstance(control["url"], str)
+        or not isinstance(control["token"], str)
+    ):
         raise HostUnreachable(f"{path} is not what a host writes")
     try:
-        os.kill(int(control["pid"]), 0)
+        os.kill(control["pid"], 0)
     except ProcessLookupError:
         raise HostUnreachable(
             f"the host that wrote {path} (pid {control['pid']}) is not running"

@@ -102,6 +102,7 @@ class LifecycleHost:
     ops: OpsServer
     stepped: int = 0
     fake: Any = None  # the fake GitHub, when the test offers models through sync or webhook
+    closed: bool = False
 
     @classmethod
     async def start(cls, settings: Settings) -> LifecycleHost:
@@ -155,11 +156,17 @@ class LifecycleHost:
         return f"http://127.0.0.1:{self.ops.port}"
 
     async def close(self) -> None:
+        """Stop as the host does (also with ``journal.enabled: false``, and twice)."""
+        if self.closed:
+            return
+        self.closed = True
         await self.ops.stop()
         await self.lifecycle.stop()
         alerts: EmailAlerts = self.container.alerts()
         await alerts.aclose()
-        self.journal.close()
+        journal: DecisionJournal | None = self.container.journal()
+        if journal is not None:
+            journal.close()
         result = self.container.shutdown_resources()
         if result is not None:
             await result

@@ -23,8 +23,6 @@ from app.install.layout import ModelsLayout
 from app.install.records import Origin
 from app.lifecycle.controller import LifecycleRefused
 from app.lifecycle.record import Stage
-from app.services.alerts import EmailAlerts
-from app.trading.journal import DecisionJournal
 from tests.artifacts import sha256_hex
 from tests.lifecycle_stack import (
     SLOT,
@@ -67,16 +65,7 @@ async def start(models_dir: Path, csv_path: Path) -> AsyncIterator[Start]:
 
 
 async def close(host: LifecycleHost) -> None:
-    """``LifecycleHost.close``, also with ``journal.enabled: false`` (and twice)."""
-    await host.lifecycle.stop()
-    alerts: EmailAlerts = host.container.alerts()
-    await alerts.aclose()
-    journal: DecisionJournal | None = host.container.journal()
-    if journal is not None:
-        journal.close()
-    result = host.container.shutdown_resources()
-    if result is not None:
-        await result
+    await host.close()
 
 
 async def install(host: LifecycleHost, model: Path) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from loguru import logger
 
 from app.brain.budget import Budget, Validations
-from app.brain.decision import Decision, choose_action
+from app.brain.decision import Decision, choose_action, held
 from app.brain.models import BrainSnapshot, DecisionFeed, LoadedModel, version_label
 from app.brain.runtime import FileIdentity
 from app.brain.validation import SlotContract, check_file, validate_model
@@ -40,11 +40,6 @@ _FLOAT32 = np.dtype(np.float32)
 
 DecisionObserver = Callable[[str, float], None]
 InvalidOutputObserver = Callable[[str, str, str], None]  # slot, version, why
-
-
-def _held(versions: Mapping[str, str]) -> Decision:
-    """The hold that stands in for an output that cannot be a decision."""
-    return Decision("hold", 0.0, (0.0, 0.0, 0.0), versions, valid=False)
 
 
 class MemoryGuard(Protocol):
@@ -249,7 +244,7 @@ class TradingBrain:
         nothing unhealthy."""
         versions = {**self.snapshot.versions, model.slot: model.version}
         decision = self._run(DecisionFeed.of(model), self._row(features), versions)
-        return _held(versions) if isinstance(decision, str) else decision
+        return held(versions) if isinstance(decision, str) else decision
 
     async def decide_with_async(
         self, model: LoadedModel, features: Sequence[float] | np.ndarray[Any, Any]
@@ -303,7 +298,7 @@ class TradingBrain:
         self._unhealthy[model.slot] = f"version {model.version}: {why}"
         if self._invalid_observer is not None:
             self._invalid_observer(model.slot, model.version, why)
-        return _held(versions)
+        return held(versions)
 
     async def decide_async(self, features: Sequence[float] | np.ndarray[Any, Any]) -> Decision:
         """:meth:`decide`, in a worker thread when the model is too slow for the event loop."""

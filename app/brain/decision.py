@@ -37,6 +37,11 @@ class Decision(NamedTuple):
         return f"{self.action} (confidence {self.confidence:.2f})"
 
 
+def held(versions: Mapping[str, str]) -> Decision:
+    """The hold that stands in for an output that cannot be a decision (``valid`` False)."""
+    return Decision("hold", 0.0, (0.0, 0.0, 0.0), versions, valid=False)
+
+
 def choose_action(probabilities: Sequence[float], threshold: float) -> tuple[Action, float]:
     """The most probable action and its probability; hold when that is under `threshold`."""
     best = max(probabilities)

@@ -194,12 +194,15 @@ class ModelInstaller:
         origin: Origin | None = None,
         other_files: Sequence[OtherFile] = (),
         allow_quarantined: bool = False,
+        replacing: Mapping[str, str] | None = None,
     ) -> SwapResult:
         """Validate, back up, install and swap a set of models (and their files), all or nothing.
 
         `origin` becomes the provenance of what is installed (default: a file from the CLI).
         A quarantined model is refused (ModelQuarantined), unless `allow_quarantined`: the
-        lifecycle's own way back to a model it chose, which no command offers.
+        lifecycle's own way back to a model it chose, which no command offers. `replacing`
+        (slot -> SHA-256): install only while those slots hold those models, checked under the
+        write lock (the lifecycle's restore must not overwrite a model installed meanwhile).
         """
         origin = origin or Origin(source="cli")
         slots = tuple(candidate.slot for candidate in candidates)
@@ -211,7 +214,7 @@ class ModelInstaller:
             started = time.perf_counter()
             try:
                 installed, backups = await asyncio.to_thread(
-                    self._swap_blocking, candidates, origin, other_files, screen
+                    self._swap_blocking, candidates, origin, other_files, screen, replacing
                 )
             except Exception as error:
                 known = isinstance(error, AppError)
@@ -258,6 +261,7 @@ class ModelInstaller:
         origin: Origin,
         other_files: Sequence[OtherFile],
         screen: Screen,
+        replacing: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, LoadedModel], dict[str, Path]]:
         _screen_known(candidates, screen)
         if not self._brain.loaded:
@@ -265,6 +269,13 @@ class ModelInstaller:
         _check_candidates(candidates, self._brain.snapshot)
         with self.write_lock():
             current = self._catch_up([c.slot for c in candidates])
+            for slot, sha256 in (replacing or {}).items():
+                now = current.models[slot]
+                if now.sha256 != sha256:
+                    raise ModelError(
+                        f"slot {slot!r} holds {now.version} now, not the model this install "
+                        f"was to replace ({sha256[:12]}): nothing changed"
+                    )
             transaction = Transaction(self.layout)
             published = False
             try:
@@ -506,14 +517,20 @@ class ModelInstaller:
         return self.shelf.of(slot or self._settings.brain.decision_slot)
 
     async def rollback(
-        self, slot: str | None = None, backup: str | None = None, *, source: Source = "rollback"
+        self,
+        slot: str | None = None,
+        backup: str | None = None,
+        *,
+        source: Source = "rollback",
+        replacing: str | None = None,
     ) -> SwapResult:
         """Restore a backup through the same validated path as any install.
 
         Default: the newest intact backup that differs from the serving model, is not
         quarantined and passes validation; the others are skipped with a log line. A backup
         named by `backup` that is quarantined is refused, saying why. `source`: ``lifecycle``
-        when the canary judge rolls back (it sends its own alert).
+        when the canary judge rolls back (it sends its own alert); `replacing`: the SHA-256
+        the slot must still hold (see :meth:`swap_in`).
         """
         chosen = slot or self._settings.brain.decision_slot
         if chosen not in self._settings.brain.slots:
@@ -541,7 +558,9 @@ class ModelInstaller:
             origin = origin.model_copy(update={"source": source})
             version = record.version if record is not None else None
             result = await self.swap_in(
-                [Candidate(chosen, path, version, candidate_sha)], origin=origin
+                [Candidate(chosen, path, version, candidate_sha)],
+                origin=origin,
+                replacing=None if replacing is None else {chosen: replacing},
             )
             if result.ok or result.retryable or backup is not None:
                 return result

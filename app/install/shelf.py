@@ -27,6 +27,15 @@ class BackupShelf:
         self.layout = layout
         self.records = records
         self._retention = retention
+        self._protected: dict[str, str] = {}  # slot -> SHA-256 whose newest backup stays
+
+    def protect(self, slot: str, sha256: str | None) -> None:
+        """Never prune the newest backup holding `sha256` (the lifecycle's champion: the model
+        a failed candidate is rolled back to); None: nothing protected in `slot`."""
+        if sha256 is None:
+            self._protected.pop(slot, None)
+        else:
+            self._protected[slot] = sha256
 
     def names(self) -> list[str]:
         """Every backup's file name (names that do not parse are ignored, with a warning)."""
@@ -88,6 +97,11 @@ class BackupShelf:
             newest_intact = next((p for p in recorded if self.is_intact(p)), None)
             if newest_intact is not None:
                 kept.add(newest_intact)
+        protected = self._protected.get(slot)
+        if protected is not None:
+            holder = next((p for p in recorded if _sha_of(self.records, p) == protected), None)
+            if holder is not None:
+                kept.add(holder)
         for path in recorded:
             if path in kept:
                 continue
@@ -123,6 +137,11 @@ class BackupShelf:
         if not choices:
             return f"slot {slot!r} has no backup that differs from the serving model"
         return choices
+
+
+def _sha_of(records: Records, backup: Path) -> str | None:
+    record = records.backup(backup.name)
+    return None if record is None else record.sha256
 
 
 def _corrupt(backup: Path, record: BackupRecord | None, sha256: str) -> bool:

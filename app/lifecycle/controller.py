@@ -119,6 +119,8 @@ class ModelLifecycle:
         self._last_candidate: ModelRef | None = None
         self._seen: str | None = None  # the installed model already handled (SHA-256)
         self._last_bar: float | None = None
+        self._resume_after: float | None = None  # the record's last bar, until a later one
+        self._failed_under: str | None = None  # the champion's SHA-256 when a candidate failed
         self._saved_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -135,27 +137,79 @@ class ModelLifecycle:
         return Stage.CHAMPION if self._judging is None else self._judging.stage
 
     async def start(self) -> None:
-        """Take the serving model as champion, or resume the stage the record names.
+        """Resume what the record says, else take the serving model as champion.
 
-        A quarantined model on disk (copied there while the host was down, or left by a
-        rollback that could not finish) is rolled back before anything trades on it.
+        The record, not the file on disk, says which model should trade: a shadow or canary
+        resumes where it was; a rollback a restart interrupted (the judge failed the model on
+        disk, its file was not restored yet) is finished before anything trades on it; and a
+        quarantined model on disk is rolled back.
         """
-        installed = await self._files.rid_of_quarantined()
-        self._seen = installed.sha256
         record = await asyncio.to_thread(read_record, self._path)
-        if record is not None and record.slot == self._slot:
-            self._last_bar = record.last_bar
+        if record is not None and record.slot != self._slot:
+            record = None
+        if record is not None:
+            self._last_bar = self._resume_after = record.last_bar
+            installed = self._files.installed()
             if record.judging and await self._resume(record, installed):
                 return
-            if record.judging:
-                logger.warning(
-                    f"⚠️ [LIFECYCLE] The {record.stage} of {record.candidate} does not resume: "
-                    f"{installed.version} serves now and is the champion"
-                )
+            if await self._finish_rollback(record, installed):
+                return
+        installed = await self._files.rid_of_quarantined()
+        self._seen = installed.sha256
         self._settle(installed)
-        self._save(durable=True)
+        if record is not None and record.judging and record.candidate is not None:
+            # Its incumbent is gone from the shelf: no pair to judge it on, said as a verdict.
+            self._last_candidate = record.candidate
+            self._last = Verdict(
+                Outcome.INCONCLUSIVE,
+                "not_resumed",
+                f"the {record.stage} of {record.candidate.version} could not resume: no backup "
+                f"holds its incumbent {record.champion.version}; {installed.version} serves",
+                int(record.figures.get("bars") or 0),
+                dict(record.figures),
+            )
+            self._transition(record.stage, record.last_bar, self._last, self._last.reason)
+        else:
+            self._save(durable=True)
         logger.info(f"🏆 [LIFECYCLE] {self._slot}: version {installed.version} is the champion")
         await self._files.shelve(installed)
+
+    async def _finish_rollback(self, record: LifecycleRecord, installed: LoadedModel) -> bool:
+        """The record's last verdict rolled back the model on disk, whose file a restart kept
+        from being restored: the champion trades again, and its file is restored."""
+        candidate = record.candidate
+        rolled_back = record.verdict == "fail" or (
+            record.verdict == "inconclusive" and self._settings.on_inconclusive == "rollback"
+        )
+        if (
+            record.judging
+            or not rolled_back
+            or candidate is None
+            or candidate.sha256 != installed.sha256
+            or record.champion.sha256 == installed.sha256
+        ):
+            return False
+        champion = await self._files.load(record.champion)
+        if champion is None:
+            return False
+        self._seen = installed.sha256  # handled: the restore below replaces it
+        self._settle(champion)
+        self._last_candidate = candidate
+        self._last = Verdict(
+            Outcome(record.verdict),
+            record.rule or "",
+            record.reason or "",
+            int(record.figures.get("bars") or 0),
+            dict(record.figures),
+        )
+        logger.warning(
+            f"🔁 [LIFECYCLE] Finishing the rollback of {installed.version} a restart "
+            f"interrupted: {champion.version} trades, and its file is restored first"
+        )
+        await self._files.restore(
+            installed, champion, record.reason or "", quarantine=record.verdict == "fail"
+        )
+        return True
 
     async def _resume(self, record: LifecycleRecord, installed: LoadedModel) -> bool:
         candidate = record.candidate
@@ -168,7 +222,9 @@ class ModelLifecycle:
             self._spacing = record.bar_seconds  # the same rules as before the restart
         rules = self._rules(record.stage)
         judge = Judge.from_json(rules, record.judge) if record.judge else Judge(rules)
+        self._seen = installed.sha256
         self._champion = incumbent
+        self._files.protect(incumbent)
         self._judging = _Judging(
             record.stage, installed, judge, record.started_at, record.ends_at, self._spacing
         )
@@ -183,8 +239,20 @@ class ModelLifecycle:
 
     # -- every bar (the trading loop's BarWatcher) ----------------------------------------
 
+    def _already_judged(self, bar: Bar) -> bool:
+        """Bars up to the record's last one, fed again after a restart (a feed replayed with
+        no journal to resume after): neither judged nor traded on paper twice."""
+        if self._resume_after is None:
+            return False
+        if bar.time <= self._resume_after:
+            return True
+        self._resume_after = None
+        return False
+
     def before_decision(self, bar: Bar, book: PaperBook) -> None:
         """Start, end or change a stage at this bar boundary, before the brain decides."""
+        if self._already_judged(bar):
+            return
         if self._previous_bar is not None and bar.time > self._previous_bar:
             self._gaps.append(bar.time - self._previous_bar)
             self._spacing = statistics.median(self._gaps)
@@ -205,10 +273,16 @@ class ModelLifecycle:
         ):
             # The shadow ends as a canary does: on to the canary on a pass (or an
             # inconclusive end, with on_inconclusive: keep); rolled back otherwise.
+            # A shadow that was only a blackout's wait (shadow_minutes 0) is no trial of its own.
             verdict = judging.judge.conclude()
+            waited = self._settings.shadow_minutes == 0
             if verdict.outcome is Outcome.FAIL:
                 self._fail(judging, verdict, bar.time)
-            elif verdict.outcome is Outcome.PASS or self._settings.on_inconclusive == "keep":
+            elif (
+                verdict.outcome is Outcome.PASS
+                or self._settings.on_inconclusive == "keep"
+                or waited
+            ):
                 self._begin(Stage.CANARY, judging.candidate, bar, book, shadow_verdict=verdict)
             else:
                 self._fail(judging, verdict, bar.time, quarantine=False)
@@ -222,6 +296,8 @@ class ModelLifecycle:
         closed: ClosedTrade | None,
     ) -> None:
         """The model not trading decides on the same row; the judge sees the paired bar."""
+        if self._resume_after is not None and bar.time <= self._resume_after:
+            return  # fed again after a restart (before_decision said so)
         judging = self._judging
         if judging is None or judging.shadow is None:
             self._last_bar = bar.time
@@ -233,8 +309,9 @@ class ModelLifecycle:
         first = judging.started_at is None or bar.time <= judging.started_at
         trading_return = 0.0 if first or marked is None else marked.net_return
         shadow_return = 0.0 if shadow.marked is None else shadow.marked.net_return
+        # A decision that failed (the model raised) holds the position: an invalid output.
         action = decision.action if decision is not None else "hold"
-        valid = decision.valid if decision is not None else True
+        valid = decision.valid if decision is not None else False
         if judging.stage is Stage.CANARY:
             pair = PairedBar(
                 trading_return,
@@ -296,10 +373,11 @@ class ModelLifecycle:
         self._begin(stage, installed, bar, book)
 
     def _settle(self, model: LoadedModel) -> None:
-        """`model` is the champion, judged no more."""
+        """`model` is the champion, judged no more (and its backup is kept on the shelf)."""
         self._champion = model
         self._judging = None
         self._brain.pin(model)
+        self._files.protect(model)
 
     def _minutes(self, stage: Stage) -> float:
         settings = self._settings
@@ -377,6 +455,7 @@ class ModelLifecycle:
         champion = self.champion
         self._last = verdict
         self._judging = None
+        self._failed_under = champion.sha256  # the champion the fail left in place
         self._brain.pin(champion)
         action = "rolled back and quarantined" if quarantine else "rolled back"
         self._transition(was, at, verdict, f"{action}: {verdict.reason}")
@@ -437,16 +516,38 @@ class ModelLifecycle:
                 f"rejected {version}: {self.champion.version} decides again; "
                 "its files are being restored"
             )
+        return await self._reject_champion()
+
+    async def _reject_champion(self) -> str:
+        """Roll the champion back to its newest other backup, and quarantine it."""
+        await self.settled()  # a restore in flight puts the champion's file back first
+        if self._judging is not None:  # a candidate arrived meanwhile: that is the one
+            return await self.reject()
         champion = self.champion
-        result = await self._files.roll_back()
-        if not result.ok:
+        last = self._last
+        already = self._failed_under == champion.sha256
+        if last is not None and last.outcome is Outcome.FAIL and already:
+            candidate = self._last_candidate.version if self._last_candidate else "the candidate"
+            raise LifecycleRefused(
+                f"nothing to reject: {candidate} was already rolled back ({last.reason}); "
+                f"{champion.version} is the champion (to reject it too, reject again once "
+                "a newer model has been judged, or `python -m app rollback`)"
+            )
+        installed = self._files.installed()
+        if installed.sha256 != champion.sha256:
+            raise LifecycleRefused(
+                f"cannot reject {champion.version} now: the file on disk is {installed.version}"
+            )
+        result = await self._files.roll_back(replacing=champion.sha256)
+        restored = result.installed.get(self._slot)
+        if not result.ok or restored is None or restored.sha256 == champion.sha256:
             raise LifecycleRefused(f"cannot reject {champion.version}: {result.reason}")
         await self._files.quarantine(champion, "rejected by hand")
-        restored = result.installed[self._slot]
         self._last = self._by_hand(Outcome.FAIL, "by_hand", "rejected by hand")
         self._last_candidate = _ref(champion)
         self._seen = restored.sha256  # already handled: no arrival at the next bar
         self._settle(restored)
+        self._failed_under = restored.sha256
         why = f"rejected by hand and quarantined; {restored.version} restored"
         self._transition(Stage.CHAMPION, self._last_bar, self._last, why)
         return f"rejected {champion.version}: {restored.version} is restored and the champion"

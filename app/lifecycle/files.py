@@ -57,7 +57,7 @@ class ChampionFiles:
             f"🚫 [LIFECYCLE] The active {installed.version} is quarantined ({banned.why}); "
             "rolling back before trading"
         )
-        result = await self.roll_back()
+        result = await self.roll_back(replacing=installed.sha256)
         if not result.ok:
             logger.error(f"❌ [LIFECYCLE] No backup to roll back to: {result.reason}")
         return self.installed()
@@ -88,15 +88,30 @@ class ChampionFiles:
             logger.warning(f"⚠️ [LIFECYCLE] Backup {backup.name} cannot serve: {error}")
             return None
 
-    async def roll_back(self, backup: str | None = None) -> SwapResult:
-        return await self._models.rollback(self._slot, backup, source="lifecycle")
+    def protect(self, champion: LoadedModel) -> None:
+        """Keep the champion's newest backup through retention, while it is the champion."""
+        self._models.shelf.protect(self._slot, champion.sha256)
+
+    async def roll_back(self, backup: str | None = None, *, replacing: str) -> SwapResult:
+        """Restore `backup` (default: the newest other one) over the model `replacing` names,
+        only while it is the installed one."""
+        return await self._models.rollback(
+            self._slot, backup, source="lifecycle", replacing=replacing
+        )
 
     async def restore(
         self, candidate: LoadedModel, champion: LoadedModel, why: str, *, quarantine: bool
     ) -> None:
-        """After a fail: quarantine the candidate (if so), put the champion's file back."""
+        """After a fail: quarantine the candidate (if so), put the champion's file back while
+        the candidate's is still the installed one (a model installed meanwhile stays)."""
         if quarantine:
             await self.quarantine(candidate, why)
+        if self.installed().sha256 != candidate.sha256:
+            logger.info(
+                f"🔁 [LIFECYCLE] {self.installed().version} was installed meanwhile: "
+                f"{candidate.version}'s file is gone, nothing to restore"
+            )
+            return
         backup = await asyncio.to_thread(self._models.shelf.holding, self._slot, champion.sha256)
         if backup is None:
             logger.error(
@@ -104,7 +119,7 @@ class ChampionFiles:
                 f"the file on disk is still {candidate.version} until a model is installed"
             )
             return
-        result = await self.roll_back(backup.name)
+        result = await self.roll_back(backup.name, replacing=candidate.sha256)
         if not result.ok:
             logger.error(
                 f"❌ [LIFECYCLE] Restoring {backup.name} failed: {result.reason}; "

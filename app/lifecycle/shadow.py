@@ -12,9 +12,10 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+from loguru import logger
 
 from app.brain.brain import TradingBrain
-from app.brain.decision import Decision
+from app.brain.decision import Decision, held
 from app.brain.models import LoadedModel
 from app.trading.bars import Bar
 from app.trading.journal import DecisionJournal
@@ -38,6 +39,7 @@ class Shadow:
         self.model = model
         self._book = copy.copy(trading_book)  # already marked for the starting bar
         self._started_at = started_at
+        self._failing = False  # said once per streak of failed decisions
 
     @property
     def position(self) -> int:
@@ -53,7 +55,17 @@ class Shadow:
         """Mark the previous decision, decide on the same row as the trading model, take it;
         journaled with role ``shadow``."""
         marked = None if bar.time <= self._started_at else self._book.mark(bar.close)
-        decision = await brain.decide_with_async(self.model, features)
+        try:
+            decision = await brain.decide_with_async(self.model, features)
+        except Exception as error:  # the model's failure, judged as an invalid output
+            if not self._failing:
+                logger.error(
+                    f"❌ [LIFECYCLE] {self.model.version} failed to decide in shadow: {error}"
+                )
+            self._failing = True
+            decision = held({**brain.snapshot.versions, self.model.slot: self.model.version})
+        else:
+            self._failing = False
         closed = self._book.take(decision.action, bar.close, bar.time)
         if journal is not None:
             step = ShadowStep(decision, marked, closed)
