@@ -98,6 +98,7 @@ VERDICT_RULES: Final = (
     "window",
     "min_trades",
     "by_hand",
+    "not_resumed",
 )
 """What decided a verdict: a guardrail, a soft rule, the window's end, or a person."""
 STAGES: Final = ("shadow", "canary", "champion")
