@@ -530,3 +530,35 @@ def test_the_judge_is_pure() -> None:
     )
 
     assert done.stdout.strip() == "['app.lifecycle', 'app.lifecycle.judge']"
+
+
+def test_a_candidate_flat_more_often_with_the_same_skill_is_not_failed_on_win_rate() -> None:
+    """Counting flat bars as lost ones would judge exposure, not skill: a candidate in the
+    market half the time (no edge, as the incumbent) was failed on win rate in every run."""
+    rng = random.Random(7)
+    rules = JudgeRules(min_trades=10, horizon_bars=720, stuck_bars=0, loss_limit=1, max_drawdown=1)
+    failed_on_win_rate = 0
+    for _ in range(40):
+        judge = Judge(rules)
+        candidate_position = incumbent_position = 0
+        for t in range(720):
+            move = rng.gauss(0.0, 0.0008 / 12**0.5)
+            next_candidate = 1 if (t // 10) % 2 == 0 else 0  # in 10 bars, out 10 bars
+            verdict = judge.observe(
+                PairedBar(
+                    candidate_position * move,
+                    incumbent_position * move,
+                    "buy" if next_candidate else "hold",
+                    "buy",
+                    candidate_closed_trade=candidate_position != 0 and next_candidate == 0,
+                    candidate_position=candidate_position,
+                    incumbent_position=incumbent_position,
+                )
+            )
+            candidate_position, incumbent_position = next_candidate, 1
+            if verdict is not None:
+                break
+        final = judge.verdict or judge.conclude()
+        failed_on_win_rate += final.rule == "win_rate"
+
+    assert failed_on_win_rate == 0

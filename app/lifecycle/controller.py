@@ -312,6 +312,8 @@ class ModelLifecycle:
         # A decision that failed (the model raised) holds the position: an invalid output.
         action = decision.action if decision is not None else "hold"
         valid = decision.valid if decision is not None else False
+        trading_position = None if first or marked is None else marked.position
+        shadow_position = None if shadow.marked is None else shadow.marked.position
         if judging.stage is Stage.CANARY:
             pair = PairedBar(
                 trading_return,
@@ -320,6 +322,8 @@ class ModelLifecycle:
                 shadow.decision.action,
                 valid,
                 closed is not None,
+                candidate_position=trading_position,
+                incumbent_position=shadow_position,
             )
         else:
             pair = PairedBar(
@@ -329,6 +333,8 @@ class ModelLifecycle:
                 action,
                 shadow.decision.valid,
                 shadow.closed is not None,
+                candidate_position=shadow_position,
+                incumbent_position=trading_position,
             )
         verdict = judging.judge.observe(pair)
         if verdict is not None and verdict.outcome is Outcome.FAIL:

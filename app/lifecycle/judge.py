@@ -21,7 +21,9 @@ PAIRED per-bar series: both models on the same bars, so the market's noise large
 the difference. Per bar, with ``c``/``i`` the candidate's and incumbent's net returns:
 
 - ``return`` (what the Sharpe ranks on): ``x = c - i``;
-- ``win_rate`` (per bar): ``x = w(c) - w(i)``, ``w(r) = 1 if r > 0 else 0``;
+- ``win_rate`` (per bar in the market): ``x = w(c) - w(i)``, ``w(r) = 1 if r > 0 else 0``,
+  on the bars on which both models hold a position (a model that is flat more often wins on
+  fewer bars with the same skill: counting flat bars would judge its exposure, not its skill);
 - ``downside`` (the per-bar loss that drives drawdown): ``x = l(i) - l(c)``,
   ``l(r) = max(-r, 0)``.
 
@@ -73,8 +75,9 @@ the paired differences): with heavy tails or very few non-zero differences it ca
 out of the smallest samples. Positions that persist over bars are allowed: the argument needs
 each bar's conditional mean given the past, not independent bars. The guarantee is for a
 candidate no worse than the incumbent: one 5-15% worse can be rolled back when its estimated
-degradation happens to exceed 15% at a significant bar. The win rate is per bar (a paired
-per-trade series does not exist: the two models' trades do not align), and drawdown is judged
+degradation happens to exceed 15% at a significant bar. The win rate is per bar in the market
+(a paired per-trade series does not exist: the two models' trades do not align), and drawdown
+is judged
 by its guardrail plus the per-bar downside: a candidate in the market more often than the
 incumbent has more downside, even with a better return.
 """
@@ -91,8 +94,12 @@ if TYPE_CHECKING:
     from app.settings import LifecycleSettings
 
 METRICS = ("return", "win_rate", "downside")
-_LABELS = {"return": "return", "win_rate": "win rate per bar", "downside": "downside per bar"}
-_STATE_VERSION = 1
+_LABELS = {
+    "return": "return",
+    "win_rate": "win rate per bar in the market",
+    "downside": "downside per bar",
+}
+_STATE_VERSION = 2  # 2: per-metric counts (the win rate counts bars both are in the market)
 _MAX_LOG_EVIDENCE = 690.0  # exp(690) ~ 1e299: evidence stays a finite float
 _SQRT2 = math.sqrt(2.0)
 
@@ -162,6 +169,10 @@ class PairedBar:
     incumbent_action: str
     candidate_valid: bool = True  # False: its output was not a distribution (made a hold)
     candidate_closed_trade: bool = False  # a trade of the candidate closed on this bar
+    # The positions that earned this bar's returns (-1, 0, +1); None: not known (taken as in
+    # the market). The win rate compares only bars on which both are in the market.
+    candidate_position: int | None = None
+    incumbent_position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +248,7 @@ class Judge:
         "_bases",
         "_candidate_action",
         "_candidate_net",
+        "_counts",
         "_equity",
         "_incumbent_action",
         "_incumbent_changed",
@@ -267,7 +279,9 @@ class Judge:
         self._incumbent_equity = 1.0
         self._incumbent_peak = 1.0
         self._incumbent_max_drawdown = 0.0
-        # Per metric (METRICS order): sum(x), sum(x^2), and the incumbent's own sum (the base).
+        # Per metric (METRICS order): the bars counted, sum(x), sum(x^2), and the incumbent's
+        # own sum (the base). The win rate counts only bars on which both are in the market.
+        self._counts = [0, 0, 0]
         self._sums = [0.0, 0.0, 0.0]
         self._squares = [0.0, 0.0, 0.0]
         self._bases = [0.0, 0.0, 0.0]
@@ -308,7 +322,8 @@ class Judge:
             drawdown = 1.0 - self._incumbent_equity / self._incumbent_peak
             self._incumbent_max_drawdown = max(self._incumbent_max_drawdown, drawdown)
         if candidate_finite and incumbent_finite:
-            self._pair(candidate, incumbent)
+            in_market = bar.candidate_position != 0 and bar.incumbent_position != 0
+            self._pair(candidate, incumbent, in_market=in_market)
         if bar.candidate_closed_trade:
             self._trades += 1
         self._actions(bar.candidate_action, bar.incumbent_action)
@@ -318,20 +333,24 @@ class Judge:
             self._verdict = Verdict(Outcome.FAIL, rule, reason, self._bars, self.figures)
         return self._verdict
 
-    def _pair(self, candidate: float, incumbent: float) -> None:
+    def _pair(self, candidate: float, incumbent: float, *, in_market: bool) -> None:
         self._paired += 1
-        sums, squares, bases = self._sums, self._squares, self._bases
+        counts, sums, squares, bases = self._counts, self._sums, self._squares, self._bases
         x = candidate - incumbent
+        counts[0] += 1
         sums[0] += x
         squares[0] += x * x
         bases[0] += incumbent
-        won_c, won_i = candidate > 0.0, incumbent > 0.0
-        if won_c != won_i:
-            x = 1.0 if won_c else -1.0
-            sums[1] += x
-            squares[1] += 1.0
-        if won_i:
-            bases[1] += 1.0
+        if in_market:  # a flat bar is no loss of skill: a model out of the market wins nothing
+            counts[1] += 1
+            won_c, won_i = candidate > 0.0, incumbent > 0.0
+            if won_c != won_i:
+                x = 1.0 if won_c else -1.0
+                sums[1] += x
+                squares[1] += 1.0
+            if won_i:
+                bases[1] += 1.0
+        counts[2] += 1
         lost_c, lost_i = max(-candidate, 0.0), max(-incumbent, 0.0)
         x = lost_i - lost_c
         sums[2] += x
@@ -385,7 +404,7 @@ class Judge:
             degraded = degradation(total, self._bases[index])
             if not degraded > rules.degradation:
                 continue
-            seen = evidence(self._paired, total, self._squares[index], rules.horizon_bars)
+            seen = evidence(self._counts[index], total, self._squares[index], rules.horizon_bars)
             if seen >= rules.threshold:
                 return metric, (
                     f"{_LABELS[metric]} {self._worse(degraded)} than the incumbent's "
@@ -462,13 +481,15 @@ class Judge:
             "evidence_threshold": rules.threshold,
         }
         for index, metric in enumerate(METRICS):
-            total = self._sums[index]
-            figures[f"{metric}_mean_difference"] = _finite(total / n) if n else None
+            total, counted = self._sums[index], self._counts[index]
+            figures[f"{metric}_mean_difference"] = _finite(total / counted) if counted else None
             figures[f"{metric}_evidence"] = (
-                _finite(evidence(n, total, self._squares[index], rules.horizon_bars)) if n else None
+                _finite(evidence(counted, total, self._squares[index], rules.horizon_bars))
+                if counted
+                else None
             )
             figures[f"{metric}_degradation"] = (
-                _finite(degradation(total, self._bases[index])) if n else None
+                _finite(degradation(total, self._bases[index])) if counted else None
             )
         return figures
 
@@ -487,6 +508,7 @@ class Judge:
             "incumbent_equity": self._incumbent_equity,
             "incumbent_peak": self._incumbent_peak,
             "incumbent_max_drawdown": self._incumbent_max_drawdown,
+            "counts": list(self._counts),
             "sums": list(self._sums),
             "squares": list(self._squares),
             "bases": list(self._bases),
@@ -515,6 +537,7 @@ class Judge:
             judge._incumbent_equity = _number(data["incumbent_equity"])
             judge._incumbent_peak = _number(data["incumbent_peak"])
             judge._incumbent_max_drawdown = _number(data["incumbent_max_drawdown"])
+            judge._counts = [_count(count) for count in _triple_of(data["counts"])]
             judge._sums = _triple(data["sums"])
             judge._squares = _triple(data["squares"])
             judge._bases = _triple(data["bases"])
@@ -541,10 +564,14 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-def _triple(value: Any) -> list[float]:
+def _triple_of(value: Any) -> list[Any]:
     if not isinstance(value, list) or len(value) != len(METRICS):
-        raise ValueError(f"{value!r} is not {len(METRICS)} numbers")
-    return [_number(item) for item in value]
+        raise ValueError(f"{value!r} is not {len(METRICS)} values")
+    return value
+
+
+def _triple(value: Any) -> list[float]:
+    return [_number(item) for item in _triple_of(value)]
 
 
 def _action(value: Any) -> str | None:
