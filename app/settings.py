@@ -210,7 +210,7 @@ class LifecycleSettings(Section):
     loss_limit: float = Field(default=0.02, gt=0, le=1)  # net return of the canary, -2%
     max_drawdown: float = Field(default=0.03, gt=0, le=1)  # of the canary's equity curve
     # One action this many market minutes while the incumbent's vary: rolled back (0: off).
-    stuck_minutes: float = Field(default=30, ge=0, le=7 * 24 * 60)
+    stuck_minutes: float = Field(default=60, ge=0, le=7 * 24 * 60)
     blackout: tuple[str, ...] = ()
     blackout_timezone: str = "UTC"
 
@@ -220,6 +220,9 @@ class LifecycleSettings(Section):
         for entry in value:
             if not _CLOCK_RANGE.match(entry.strip()):
                 raise ValueError(f"lifecycle.blackout entry {entry!r} is not HH:MM-HH:MM")
+            start, end = entry.strip().split("-")
+            if start == end:
+                raise ValueError(f"lifecycle.blackout entry {entry!r} is empty (start = end)")
         return tuple(entry.strip() for entry in value)
 
     @field_validator("blackout_timezone")

@@ -36,8 +36,10 @@ SLOT = "unified_brain"
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, 00:00 UTC
 
 
-def momentum_csv(path: Path, *, bars: int = 3000, phi: float = 0.5, seed: int = 3) -> Path:
-    """Minute bars whose returns follow an AR(1) with coefficient `phi` (8 bps a bar)."""
+def momentum_csv(
+    path: Path, *, bars: int = 3000, phi: float = 0.5, seed: int = 3, bar_seconds: float = 60
+) -> Path:
+    """Bars (a minute apart) whose returns follow an AR(1) with coefficient `phi` (8 bps)."""
     rng = np.random.default_rng(seed)
     returns = np.zeros(bars)
     noise = rng.standard_normal(bars) * 0.0008
@@ -50,7 +52,7 @@ def momentum_csv(path: Path, *, bars: int = 3000, phi: float = 0.5, seed: int = 
         writer.writerow(["timestamp", "open", "high", "low", "close", "volume"])
         previous = 100.0
         for i, price in enumerate(close):
-            when = START + timedelta(minutes=i)
+            when = START + timedelta(seconds=i * bar_seconds)
             high, low = max(previous, price) * 1.0002, min(previous, price) * 0.9998
             volume = 1000 + int(abs(returns[i]) * 1e6)
             writer.writerow([when.isoformat(), previous, high, low, price, volume])

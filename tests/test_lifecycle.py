@@ -335,9 +335,12 @@ async def test_a_quarantined_model_found_active_at_start_is_rolled_back_before_i
     await by_sync_free_install(first, inverted)
     await first.until(lambda: first.lifecycle.stage is Stage.CHAMPION, limit=CANARY_BARS)
     await first.close()
-    # While no host runs, someone copies the quarantined model over the active file.
+    # While no host runs, someone copies the quarantined model over the active file, and the
+    # record is gone (a fresh models directory restored from elsewhere): only the quarantine
+    # knows the model.
     active = first.settings.models_dir / "unified_brain.onnx"
     shutil.copyfile(inverted, active)
+    first.models.layout.lifecycle_file.unlink()
 
     second = await start()
 

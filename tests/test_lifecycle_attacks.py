@@ -502,3 +502,174 @@ async def test_promote_with_an_ops_file_whose_pid_is_not_one_says_so_in_one_line
 
     with pytest.raises(HostUnreachable):
         await ask_host(layout, "promote", None)
+
+
+# -- found by review: which models may come back without a canary ----------------------------
+
+
+async def test_a_model_installed_before_a_restart_is_judged_not_adopted(
+    start: Start, tmp_path: Path
+) -> None:
+    """A model installed into a running host before any bar came (a deploy overnight, a feed
+    that ended), then a restart: the record's champion trades, and the new model is judged
+    from the first bar, not adopted as champion."""
+    host = await start()
+    await host.advance(120)
+    inverted = momentum_file(tmp_path / "offered", -1.0, "inverted-2")
+    await install(host, inverted)
+    await close(host)
+
+    second = await start()
+    await second.advance(host.stepped)  # bars already journaled only warm the features up
+    await second.advance(2)
+
+    assert second.lifecycle.stage is Stage.CANARY
+    assert second.lifecycle.report()["candidate"] == "inverted-2"
+    assert second.lifecycle.champion.version == "momentum-1"
+
+
+async def test_rejecting_the_champion_restores_the_champion_before_it_not_any_backup(
+    start: Start, tmp_path: Path
+) -> None:
+    """inverted-2 is superseded in its canary by momentum-3, which is promoted; rejecting
+    momentum-3 must bring back momentum-1 (the champion before it), not inverted-2, the newest
+    other backup on the shelf, which never passed a canary."""
+    host = await start()
+    await host.advance(120)
+    await install(host, momentum_file(tmp_path / "offered", -1.0, "inverted-2"))
+    await host.advance(1)
+    await install(host, momentum_file(tmp_path / "offered", 1.0, "momentum-3"))
+    await host.advance(1)
+    host.lifecycle.promote()
+    await host.advance(1)
+
+    said = await host.lifecycle.reject()
+    await host.settle()
+    await host.advance(2)
+    host.journal.flush()
+
+    assert said == "rejected momentum-3: momentum-1 is restored and the champion"
+    assert host.trading_version() == "momentum-1"
+    superseded = [t for t in host.journal.transitions(SLOT) if t.rule == "superseded"]
+    assert [t.candidate for t in superseded] == ["inverted-2"]
+
+
+async def test_a_late_reject_after_an_inconclusive_rollback_takes_out_nothing(
+    start: Start, tmp_path: Path
+) -> None:
+    """With on_inconclusive: rollback, the canary ends inconclusive and is rolled back; a
+    reject a second later (the trader reading a status a second old) is refused."""
+    host = await start(lifecycle={"on_inconclusive": "rollback", "min_trades": 100000})
+    await host.advance(120)
+    champion_sha = active_sha(host)
+    await install(host, momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+    await host.advance(1)
+    await host.until(lambda: host.lifecycle.stage is Stage.CHAMPION, limit=CANARY_BARS + 2)
+
+    with pytest.raises(LifecycleRefused, match="nothing to reject: momentum-2 was already"):
+        await host.lifecycle.reject()
+    await host.settle()
+
+    assert host.trading_version() == "momentum-1"
+    assert active_sha(host) == champion_sha
+    assert host.models.quarantine.entries() == []
+
+
+async def test_a_rejected_champion_is_quarantined_with_the_artifact_it_came_in(
+    start: Start, tmp_path: Path
+) -> None:
+    host = await start()
+    await host.advance(120)
+    model = momentum_file(tmp_path / "offered", 1.0, "momentum-2")
+    origin = Origin(source="github", artifact_id=42, run_id=7, artifact_name="models")
+    assert (await host.models.swap_in([Candidate(SLOT, model)], origin=origin)).ok
+    await host.advance(1)
+    host.lifecycle.promote()
+    await host.advance(1)
+
+    await host.lifecycle.reject()
+
+    [entry] = host.models.quarantine.entries()
+    assert entry.origin is not None
+    assert (entry.origin.artifact_id, entry.origin.run_id) == (42, 7)
+
+
+async def test_a_manual_rollback_in_mid_canary_ends_the_canary_with_its_own_verdict(
+    start: Start, tmp_path: Path
+) -> None:
+    host = await start()
+    await host.advance(120)
+    await install(host, momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+    await host.advance(1)
+    host.lifecycle.promote()
+    await host.advance(1)
+    await install(host, momentum_file(tmp_path / "offered", -1.0, "inverted-3"))
+    await host.advance(1)
+    assert host.lifecycle.stage is Stage.CANARY
+
+    assert (await host.models.rollback()).ok  # python -m app rollback, by hand
+    await host.advance(1)
+
+    report = host.lifecycle.report()
+    assert (report["stage"], report["candidate"], report["verdict"], report["rule"]) == (
+        "champion",
+        "inverted-3",
+        "inconclusive",
+        "abandoned",
+    )
+    assert host.trading_version() == "momentum-2"
+
+
+async def test_a_judge_state_that_does_not_parse_does_not_stop_the_host(
+    start: Start, tmp_path: Path
+) -> None:
+    host = await start()
+    await host.advance(120)
+    await install(host, momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+    await host.advance(3)
+    await close(host)
+    path = host.models.layout.lifecycle_file
+    record = json.loads(path.read_text())
+    record["judge"]["version"] = 99  # a future release's state, or a hand edit
+    path.write_text(json.dumps(record))
+
+    second = await start()
+    second.journal.flush()
+
+    last = second.journal.transitions(SLOT)[-1]
+    assert (last.from_stage, last.to_stage, last.rule) == ("canary", "champion", "not_resumed")
+
+
+async def test_the_bar_spacing_of_a_restarted_host_is_the_feeds_not_the_settings(
+    tmp_path: Path,
+) -> None:
+    """On 1-second bars, a model arriving at the first bar after a restart is judged with
+    the window and the stuck guardrail in 1-second bars (3600 and 3600), not minute bars."""
+    bars = momentum_csv(tmp_path / "seconds.csv", bar_seconds=1)
+    settings = lifecycle_settings(champion_dir(tmp_path), bars)
+    first = await LifecycleHost.start(settings)
+    await first.advance(100)
+    await first.close()
+    second = await LifecycleHost.start(settings)
+    try:
+        await install(second, momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+        await second.advance(first.stepped + 1)
+        judging = second.lifecycle._judging
+        assert judging is not None
+        assert (judging.judge.rules.horizon_bars, judging.judge.rules.stuck_bars) == (3600, 3600)
+    finally:
+        await second.close()
+
+
+async def test_status_in_a_blackout_shadow_says_when_the_canary_can_start(
+    start: Start, tmp_path: Path
+) -> None:
+    host = await start(lifecycle={"blackout": ["01:50-03:00"]})
+    await host.advance(120)  # 00:00 .. 01:59
+    await install(host, momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+    await host.advance(1)
+
+    report = host.lifecycle.report()
+    assert report["stage"] == "shadow"
+    assert report["ends_at"] == "2026-03-02T03:00:00+00:00"
+    assert report["time_left_seconds"] == 3600.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -26,12 +26,20 @@ class Blackout:
 
     def covers(self, market_time: float) -> bool:
         """True when the bar at `market_time` (Unix seconds) is inside a range."""
+        return self.ends(market_time) is not None
+
+    def ends(self, market_time: float) -> float | None:
+        """When the range the bar at `market_time` is inside ends (market time), or None."""
         if not self._ranges:
-            return False
+            return None
         local = datetime.fromtimestamp(market_time, UTC).astimezone(self._zone)
         minute = local.hour * 60 + local.minute
         for start, end in self._ranges:
             inside = start <= minute < end if start <= end else minute >= start or minute < end
             if inside:
-                return True
-        return False
+                midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+                ending = midnight + timedelta(minutes=end)
+                if ending <= local:  # a range across midnight ends tomorrow
+                    ending += timedelta(days=1)
+                return ending.timestamp()
+        return None

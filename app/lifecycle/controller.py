@@ -1,4 +1,4 @@
-"""The decision slot's model lifecycle in a running host: shadow, canary, champion, quarantine.
+"""The decision slot's model lifecycle in a running host: shadow, canary, champion.
 
 A newly installed model never trades until the lifecycle says so: the brain decides with the
 pinned champion (``TradingBrain.pin``) while the install transaction puts the new model on disk
@@ -6,18 +6,19 @@ and in the snapshot. At the next bar the lifecycle sees it, whatever route it ca
 webhook, inbox, ``install``, a file replaced on disk), and starts its stage:
 
 - **shadow** (``lifecycle.shadow_minutes`` > 0, or the bar is in a ``lifecycle.blackout``
-  window): the candidate decides beside the champion on the same rows, trading nothing;
+  range): the candidate decides beside the champion on the same rows, trading nothing;
 - **canary**: the candidate trades, and the champion it displaced decides in shadow;
 - the judge (``judge.py``) sees every paired bar. A guardrail or a significant degradation
   fails the candidate: the champion decides again from the next bar (it is still loaded: it was
-  the shadow), the candidate's SHA-256 and artifact are quarantined, and the files are rolled
-  back through the install transaction in the background. At the end of the canary window a
-  pass (or an inconclusive end with ``on_inconclusive: keep``) promotes the candidate.
+  the shadow), the candidate's SHA-256 and artifact are quarantined, and the champion's file is
+  restored through the install transaction in the background. At the end of the canary window
+  a pass (or an inconclusive end with ``on_inconclusive: keep``) promotes the candidate.
 
-Every stage change is journaled with the figures that decided it, alerted, counted, and
-written to ``models/.sync/lifecycle.json`` so a restarted host resumes a canary where it was.
-A restored backup (a rollback, by hand or by the judge) is not judged again: it is a model that
-already served.
+The record (``record.py``), not the file on disk, says which model trades: a restart resumes a
+stage, finishes a rollback it interrupted, and judges a model installed while no bar came. Only
+a model that was champion here (the record keeps the last few) is taken back without a canary;
+any other backup on the shelf never passed one. Every stage change goes to the ledger
+(``ledger.py``): the record, the journal, the log, metrics and mail.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ import asyncio
 import statistics
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from loguru import logger
@@ -41,34 +41,27 @@ from app.install.installer import ModelInstaller
 from app.lifecycle.blackout import Blackout
 from app.lifecycle.files import ChampionFiles
 from app.lifecycle.judge import Judge, JudgeRules, Outcome, PairedBar, Verdict
-from app.lifecycle.record import LifecycleRecord, ModelRef, Stage, read_record, write_record
-from app.lifecycle.report import StageChange, describe, finite_only, market_time, stage_mail
-from app.lifecycle.shadow import Shadow
+from app.lifecycle.ledger import StageAlerts, StageLedger, StageObserver
+from app.lifecycle.record import (
+    PAST_CHAMPIONS,
+    LifecycleRecord,
+    ModelRef,
+    Stage,
+    read_record,
+)
+from app.lifecycle.report import StageChange, describe, market_time
+from app.lifecycle.shadow import Shadow, ShadowStep
 from app.settings import Settings
 from app.trading.bars import Bar
-from app.trading.journal import DecisionJournal, Transition
+from app.trading.journal import DecisionJournal
 from app.trading.positions import BarOutcome, ClosedTrade, PaperBook
 
-_SAVE_SECONDS = 1.0
-_GAPS = 15  # while judging, the record is rewritten at most this often (wall time)
+_SAVE_SECONDS = 1.0  # while judging, the record is rewritten at most this often (wall time)
+_GAPS = 15  # the bar spacing is the median of this many latest gaps
 
 
 class LifecycleRefused(AppError):
     """A lifecycle control that cannot be done now (nothing to promote, another slot)."""
-
-
-class StageAlerts(Protocol):
-    def notify_stage(self, headline: str, lines: Sequence[str]) -> None: ...
-
-
-class StageObserver(Protocol):
-    """Metrics of the lifecycle (``ProductionMonitoringService``)."""
-
-    def record_stage(self, slot: str, stage: str) -> None: ...
-
-    def record_verdict(self, slot: str, verdict: str, rule: str) -> None: ...
-
-    def set_paired_figures(self, slot: str, figures: Mapping[str, float | int | None]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -80,12 +73,18 @@ class _Judging:
     judge: Judge
     started_at: float | None  # market time of its first bar (None: resumed, not yet seen)
     ends_at: float | None
-    bar_seconds: float  # the bar spacing its judge's rules were made for
+    shadowed: bool = False  # a canary that came after a shadow (each spends alpha / 2)
     shadow: Shadow | None = None  # the model not trading; made at the stage's first bar
 
 
 def _ref(model: LoadedModel) -> ModelRef:
     return ModelRef(sha256=model.sha256, version=model.version)
+
+
+def _verdict_of(record: LifecycleRecord) -> Verdict:
+    """The last verdict a record names."""
+    bars = int(record.figures.get("bars") or 0)
+    return Verdict(record.verdict, record.rule or "", record.reason or "", bars, record.figures)
 
 
 class ModelLifecycle:
@@ -101,30 +100,35 @@ class ModelLifecycle:
         observer: StageObserver | None = None,
     ) -> None:
         self._settings = settings.lifecycle
-        self._files = ChampionFiles(models, settings.brain.decision_slot)
-        self._brain: TradingBrain = models.brain
         self._slot = settings.brain.decision_slot
+        self._files = ChampionFiles(models, self._slot)
+        self._brain: TradingBrain = models.brain
         self._journal = journal
-        self._alerts = alerts
-        self._observer = observer
+        self._ledger = StageLedger(
+            models.layout.lifecycle_file,
+            self._slot,
+            journal=journal,
+            alerts=alerts,
+            observer=observer,
+        )
         self._blackout = Blackout(self._settings.blackout, self._settings.blackout_timezone)
-        self._path = models.layout.lifecycle_file
-        # The feed's bar spacing: the median of the latest gaps (a night's gap is one of many).
+        # The feed's bar spacing: the median of the latest gaps (a night's gap is one of
+        # many). A synthetic market's is known; a CSV's once two bars have come (or from the
+        # record): no stage starts before it is known.
         self._spacing = settings.market.bar_seconds
+        self._spacing_known = settings.market.source == "synthetic"
         self._gaps: deque[float] = deque(maxlen=_GAPS)
         self._previous_bar: float | None = None  # seen by this process (not a record's)
         self._champion: LoadedModel | None = None
+        self._champions: list[ModelRef] = []  # that were champion here, newest first
         self._judging: _Judging | None = None
         self._last: Verdict | None = None  # the last verdict given
         self._last_candidate: ModelRef | None = None
+        self._failed_under: str | None = None  # the champion's SHA-256 when one was rolled back
         self._seen: str | None = None  # the installed model already handled (SHA-256)
         self._last_bar: float | None = None
         self._resume_after: float | None = None  # the record's last bar, until a later one
-        self._failed_under: str | None = None  # the champion's SHA-256 when a candidate failed
-        self._saved_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
-
-    # -- start and resume ------------------------------------------------------------------
 
     @property
     def champion(self) -> LoadedModel:
@@ -136,23 +140,22 @@ class ModelLifecycle:
     def stage(self) -> Stage:
         return Stage.CHAMPION if self._judging is None else self._judging.stage
 
-    async def start(self) -> None:
-        """Resume what the record says, else take the serving model as champion.
+    # -- start and resume ------------------------------------------------------------------
 
-        The record, not the file on disk, says which model should trade: a shadow or canary
-        resumes where it was; a rollback a restart interrupted (the judge failed the model on
-        disk, its file was not restored yet) is finished before anything trades on it; and a
-        quarantined model on disk is rolled back.
-        """
-        record = await asyncio.to_thread(read_record, self._path)
+    async def start(self) -> None:
+        """Resume what the record says, else take the serving model as champion."""
+        record = await asyncio.to_thread(read_record, self._ledger.path)
         if record is not None and record.slot != self._slot:
             record = None
         if record is not None:
             self._last_bar = self._resume_after = record.last_bar
+            self._champions = list(record.champions)
+            if record.bar_seconds:
+                self._spacing, self._spacing_known = record.bar_seconds, True
             installed = self._files.installed()
             if record.judging and await self._resume(record, installed):
                 return
-            if await self._finish_rollback(record, installed):
+            if not record.judging and await self._keep_champion(record, installed):
                 return
         installed = await self._files.rid_of_quarantined()
         self._seen = installed.sha256
@@ -168,47 +171,46 @@ class ModelLifecycle:
                 int(record.figures.get("bars") or 0),
                 dict(record.figures),
             )
-            self._transition(record.stage, record.last_bar, self._last, self._last.reason)
+            self._announce("not_resumed", record.stage, record.last_bar, self._last)
         else:
             self._save(durable=True)
         logger.info(f"🏆 [LIFECYCLE] {self._slot}: version {installed.version} is the champion")
         await self._files.shelve(installed)
 
-    async def _finish_rollback(self, record: LifecycleRecord, installed: LoadedModel) -> bool:
-        """The record's last verdict rolled back the model on disk, whose file a restart kept
-        from being restored: the champion trades again, and its file is restored."""
-        candidate = record.candidate
-        rolled_back = record.verdict == "fail" or (
-            record.verdict == "inconclusive" and self._settings.on_inconclusive == "rollback"
-        )
-        if (
-            record.judging
-            or not rolled_back
-            or candidate is None
-            or candidate.sha256 != installed.sha256
-            or record.champion.sha256 == installed.sha256
-        ):
+    async def _keep_champion(self, record: LifecycleRecord, installed: LoadedModel) -> bool:
+        """The record's champion trades, whatever the file on disk holds now: a model the
+        judge failed (a restart kept its file from being restored) or that is quarantined is
+        rolled back first; any other model installed while no bar came is judged from the
+        first bar."""
+        if record.champion.sha256 == installed.sha256:
             return False
         champion = await self._files.load(record.champion)
-        if champion is None:
+        if champion is None or self._files.is_quarantined(champion.sha256):
             return False
-        self._seen = installed.sha256  # handled: the restore below replaces it
         self._settle(champion)
-        self._last_candidate = candidate
-        self._last = Verdict(
-            Outcome(record.verdict),
-            record.rule or "",
-            record.reason or "",
-            int(record.figures.get("bars") or 0),
-            dict(record.figures),
-        )
+        if record.verdict is not Outcome.PENDING:
+            self._last, self._last_candidate = _verdict_of(record), record.candidate
+        failed = record.candidate is not None and record.candidate.sha256 == installed.sha256
+        if failed and record.verdict in (Outcome.FAIL, Outcome.INCONCLUSIVE):
+            why = f"the judge rolled it back ({record.reason})"
+        elif self._files.is_quarantined(installed.sha256):
+            why = "it is quarantined"
+        else:
+            self._seen = champion.sha256  # the first bar sees the installed model arrive
+            self._save(durable=True)
+            logger.warning(
+                f"⚠️ [LIFECYCLE] {installed.version} was installed while no bar came: "
+                f"{champion.version} trades, and {installed.version} is judged from the first bar"
+            )
+            return True
+        self._seen = installed.sha256
         logger.warning(
-            f"🔁 [LIFECYCLE] Finishing the rollback of {installed.version} a restart "
-            f"interrupted: {champion.version} trades, and its file is restored first"
+            f"🔁 [LIFECYCLE] {installed.version} is on disk but {why}: {champion.version} "
+            "trades, and its file is restored first"
         )
-        await self._files.restore(
-            installed, champion, record.reason or "", quarantine=record.verdict == "fail"
-        )
+        quarantine = failed and record.verdict is Outcome.FAIL
+        await self._files.restore(installed, champion, record.reason or "", quarantine=quarantine)
+        self._save(durable=True)
         return True
 
     async def _resume(self, record: LifecycleRecord, installed: LoadedModel) -> bool:
@@ -218,15 +220,21 @@ class ModelLifecycle:
         incumbent = await self._files.load(record.champion)
         if incumbent is None:
             return False
-        if record.bar_seconds:
-            self._spacing = record.bar_seconds  # the same rules as before the restart
-        rules = self._rules(record.stage)
-        judge = Judge.from_json(rules, record.judge) if record.judge else Judge(rules)
+        rules = self._rules(record.stage, shadowed=record.shadowed)
+        try:
+            judge = Judge.from_json(rules, record.judge) if record.judge else Judge(rules)
+        except ValueError as error:
+            logger.warning(f"⚠️ [LIFECYCLE] The judge's state cannot resume: {error}")
+            return False
         self._seen = installed.sha256
-        self._champion = incumbent
-        self._files.protect(incumbent)
+        self._settle(incumbent)
         self._judging = _Judging(
-            record.stage, installed, judge, record.started_at, record.ends_at, self._spacing
+            record.stage,
+            installed,
+            judge,
+            record.started_at,
+            record.ends_at,
+            shadowed=record.shadowed,
         )
         self._brain.pin(installed if record.stage is Stage.CANARY else incumbent)
         self._last_candidate = candidate
@@ -242,23 +250,22 @@ class ModelLifecycle:
     def _already_judged(self, bar: Bar) -> bool:
         """Bars up to the record's last one, fed again after a restart (a feed replayed with
         no journal to resume after): neither judged nor traded on paper twice."""
-        if self._resume_after is None:
-            return False
-        if bar.time <= self._resume_after:
-            return True
-        self._resume_after = None
-        return False
+        return self._resume_after is not None and bar.time <= self._resume_after
+
+    def _note_spacing(self, bar: Bar) -> None:
+        if self._previous_bar is not None and bar.time > self._previous_bar:
+            self._gaps.append(bar.time - self._previous_bar)
+            self._spacing, self._spacing_known = statistics.median(self._gaps), True
+        self._previous_bar = bar.time
 
     def before_decision(self, bar: Bar, book: PaperBook) -> None:
         """Start, end or change a stage at this bar boundary, before the brain decides."""
         if self._already_judged(bar):
             return
-        if self._previous_bar is not None and bar.time > self._previous_bar:
-            self._gaps.append(bar.time - self._previous_bar)
-            self._spacing = statistics.median(self._gaps)
-        self._previous_bar = bar.time
+        self._resume_after = None
+        self._note_spacing(bar)
         installed = self._files.installed()
-        if installed.sha256 != self._seen:
+        if installed.sha256 != self._seen and self._spacing_known:
             self._arrived(installed, bar, book)
         judging = self._judging
         if judging is None:
@@ -271,21 +278,21 @@ class ModelLifecycle:
             and bar.time >= judging.ends_at
             and not self._blackout.covers(bar.time)
         ):
-            # The shadow ends as a canary does: on to the canary on a pass (or an
-            # inconclusive end, with on_inconclusive: keep); rolled back otherwise.
-            # A shadow that was only a blackout's wait (shadow_minutes 0) is no trial of its own.
-            verdict = judging.judge.conclude()
-            waited = self._settings.shadow_minutes == 0
-            if verdict.outcome is Outcome.FAIL:
-                self._fail(judging, verdict, bar.time)
-            elif (
-                verdict.outcome is Outcome.PASS
-                or self._settings.on_inconclusive == "keep"
-                or waited
-            ):
-                self._begin(Stage.CANARY, judging.candidate, bar, book, shadow_verdict=verdict)
-            else:
-                self._fail(judging, verdict, bar.time, quarantine=False)
+            self._end_shadow(judging, bar, book)
+
+    def _end_shadow(self, judging: _Judging, bar: Bar, book: PaperBook) -> None:
+        """A shadow ends as a canary does: on to the canary on a pass (or an inconclusive end
+        with ``on_inconclusive: keep``), rolled back otherwise. A shadow that was only a
+        blackout's wait (``shadow_minutes`` 0) is no trial of its own: only a fail stops it."""
+        verdict = judging.judge.conclude()
+        waited = self._settings.shadow_minutes == 0
+        keep = self._settings.on_inconclusive == "keep" or waited
+        if verdict.outcome is Outcome.FAIL:
+            self._fail(judging, verdict, bar.time)
+        elif verdict.outcome is Outcome.PASS or keep:
+            self._begin(Stage.CANARY, judging.candidate, bar, book, previous=verdict)
+        else:
+            self._fail(judging, verdict, bar.time, quarantine=False)
 
     async def after_decision(
         self,
@@ -296,8 +303,8 @@ class ModelLifecycle:
         closed: ClosedTrade | None,
     ) -> None:
         """The model not trading decides on the same row; the judge sees the paired bar."""
-        if self._resume_after is not None and bar.time <= self._resume_after:
-            return  # fed again after a restart (before_decision said so)
+        if self._already_judged(bar):
+            return
         judging = self._judging
         if judging is None or judging.shadow is None:
             self._last_bar = bar.time
@@ -307,76 +314,48 @@ class ModelLifecycle:
         if judging is not self._judging:
             return  # a control changed the stage while the shadow decided
         first = judging.started_at is None or bar.time <= judging.started_at
-        trading_return = 0.0 if first or marked is None else marked.net_return
-        shadow_return = 0.0 if shadow.marked is None else shadow.marked.net_return
-        # A decision that failed (the model raised) holds the position: an invalid output.
-        action = decision.action if decision is not None else "hold"
-        valid = decision.valid if decision is not None else False
-        trading_position = None if first or marked is None else marked.position
-        shadow_position = None if shadow.marked is None else shadow.marked.position
-        if judging.stage is Stage.CANARY:
-            pair = PairedBar(
-                trading_return,
-                shadow_return,
-                action,
-                shadow.decision.action,
-                valid,
-                closed is not None,
-                candidate_position=trading_position,
-                incumbent_position=shadow_position,
-            )
-        else:
-            pair = PairedBar(
-                shadow_return,
-                trading_return,
-                shadow.decision.action,
-                action,
-                shadow.decision.valid,
-                shadow.closed is not None,
-                candidate_position=shadow_position,
-                incumbent_position=trading_position,
-            )
-        verdict = judging.judge.observe(pair)
+        verdict = judging.judge.observe(
+            _paired(judging.stage, None if first else marked, decision, closed, shadow)
+        )
         if verdict is not None and verdict.outcome is Outcome.FAIL:
             self._fail(judging, verdict, bar.time)
-            return
-        if (
+        elif (
             judging.stage is Stage.CANARY
             and judging.ends_at is not None
             and bar.time >= judging.ends_at
         ):
             self._conclude(judging, judging.judge.conclude(), bar.time)
-            return
-        if self._observer is not None:
-            self._observer.set_paired_figures(self._slot, judging.judge.figures)
-        if time.monotonic() - self._saved_at >= _SAVE_SECONDS:
-            self._save(durable=False)
+        else:
+            if self._ledger.observer is not None:
+                self._ledger.observer.set_paired_figures(self._slot, judging.judge.figures)
+            if time.monotonic() - self._ledger.saved_at >= _SAVE_SECONDS:
+                self._save(durable=False)
 
     # -- stages ----------------------------------------------------------------------------
 
     def _arrived(self, installed: LoadedModel, bar: Bar, book: PaperBook) -> None:
-        """A model the lifecycle has not seen is installed: judge it, or settle on it."""
+        """A model the lifecycle has not seen is installed: judge it, or take it back."""
         self._seen = installed.sha256
-        champion = self.champion
-        restored = self._files.restored(installed)
-        if installed.sha256 == champion.sha256 or restored:
-            was = self.stage
+        was, judging = self.stage, self._judging
+        if any(past.sha256 == installed.sha256 for past in self._champions):
+            # A model that was champion here, back (a rollback by hand, or installed again).
+            if judging is not None:
+                self._last = self._ended(judging, "abandoned", f"{installed.version} restored")
+                self._last_candidate = _ref(judging.candidate)
             self._settle(installed)
-            if was is not Stage.CHAMPION or installed.sha256 != champion.sha256:
-                why = "restored from a backup" if restored else "the champion is installed again"
-                self._transition(was, bar.time, None, why)
+            self._announce("restored", was, bar.time, self._last if judging else None)
             return
-        if self._judging is not None:
-            logger.warning(
-                f"⚠️ [LIFECYCLE] {self._judging.candidate.version} is superseded by "
-                f"{installed.version} before its {self._judging.stage} ended"
-            )
-        stage = (
-            Stage.SHADOW
-            if self._settings.shadow_minutes > 0 or self._blackout.covers(bar.time)
-            else Stage.CANARY
-        )
-        self._begin(stage, installed, bar, book)
+        if judging is not None:
+            self._last = self._ended(judging, "superseded", f"{installed.version} arrived")
+            self._announce("superseded", was, bar.time, self._last)
+        shadow = self._settings.shadow_minutes > 0 or self._blackout.covers(bar.time)
+        self._begin(Stage.SHADOW if shadow else Stage.CANARY, installed, bar, book)
+
+    def _ended(self, judging: _Judging, rule: str, why: str) -> Verdict:
+        """The inconclusive verdict of a stage that another model cut short."""
+        reason = f"{why} before the {judging.stage} of {judging.candidate.version} ended"
+        figures = judging.judge.figures
+        return Verdict(Outcome.INCONCLUSIVE, rule, reason, int(figures["bars"] or 0), figures)
 
     def _settle(self, model: LoadedModel) -> None:
         """`model` is the champion, judged no more (and its backup is kept on the shelf)."""
@@ -384,16 +363,22 @@ class ModelLifecycle:
         self._judging = None
         self._brain.pin(model)
         self._files.protect(model)
+        past = [ref for ref in self._champions if ref.sha256 != model.sha256]
+        self._champions = [_ref(model), *past][:PAST_CHAMPIONS]
 
     def _minutes(self, stage: Stage) -> float:
         settings = self._settings
         return settings.shadow_minutes if stage is Stage.SHADOW else settings.canary_minutes
 
-    def _rules(self, stage: Stage) -> JudgeRules:
-        """The judge's rules for `stage`'s window, at the feed's bar spacing."""
-        return JudgeRules.of(
+    def _rules(self, stage: Stage, *, shadowed: bool) -> JudgeRules:
+        """The judge's rules for `stage`'s window, at the feed's bar spacing. A candidate that
+        goes through a shadow and a canary is judged twice: each spends half of ``alpha``."""
+        rules = JudgeRules.of(
             self._settings, minutes=self._minutes(stage), bar_seconds=self._spacing
         )
+        if stage is Stage.SHADOW or shadowed:
+            rules = rules.spending(rules.alpha / 2)
+        return rules
 
     def _begin(
         self,
@@ -402,28 +387,19 @@ class ModelLifecycle:
         bar: Bar,
         book: PaperBook,
         *,
-        shadow_verdict: Verdict | None = None,
+        previous: Verdict | None = None,
     ) -> None:
         was = self.stage
-        minutes = self._minutes(stage)
-        judging = _Judging(
-            stage,
-            candidate,
-            Judge(self._rules(stage)),
-            started_at=bar.time,
-            ends_at=bar.time + minutes * 60,
-            bar_seconds=self._spacing,
-        )
+        ends_at = bar.time + self._minutes(stage) * 60
+        if stage is Stage.SHADOW:
+            ends_at = max(ends_at, self._blackout.ends(bar.time) or ends_at)
+        shadowed = stage is Stage.CANARY and was is Stage.SHADOW
+        rules = self._rules(stage, shadowed=shadowed)
+        judging = _Judging(stage, candidate, Judge(rules), bar.time, ends_at, shadowed=shadowed)
         self._judging = judging
         self._last_candidate = _ref(candidate)
         self._begin_paper(judging, bar, book)
-        if stage is Stage.SHADOW:
-            why = f"deciding in shadow until {market_time(judging.ends_at)}"
-            if self._blackout.covers(bar.time):
-                why += f", and outside the blackout {self._blackout.description}"
-        else:
-            why = f"trading as a canary until {market_time(judging.ends_at)}"
-        self._transition(was, bar.time, shadow_verdict, why)
+        self._announce("started", was, bar.time, previous)
 
     def _begin_paper(self, judging: _Judging, bar: Bar, book: PaperBook) -> None:
         """Who trades and who decides on paper, from this bar on."""
@@ -449,22 +425,19 @@ class ModelLifecycle:
         was = judging.stage
         self._last = verdict
         self._settle(judging.candidate)
-        self._transition(was, at, verdict, f"promoted: {verdict.reason}")
+        self._announce("promoted", was, at, verdict)
         self._spawn(self._files.shelve(judging.candidate))
 
     def _fail(
         self, judging: _Judging, verdict: Verdict, at: float | None, *, quarantine: bool = True
     ) -> None:
         """The champion decides again from the next bar; the files follow in the background."""
-        was = judging.stage
-        candidate = judging.candidate
-        champion = self.champion
+        was, candidate, champion = judging.stage, judging.candidate, self.champion
         self._last = verdict
         self._judging = None
-        self._failed_under = champion.sha256  # the champion the fail left in place
+        self._failed_under = champion.sha256  # the champion the rollback left in place
         self._brain.pin(champion)
-        action = "rolled back and quarantined" if quarantine else "rolled back"
-        self._transition(was, at, verdict, f"{action}: {verdict.reason}")
+        self._announce("rolled_back", was, at, verdict, quarantined=quarantine)
         self._spawn(self._files.restore(candidate, champion, verdict.reason, quarantine=quarantine))
 
     def _spawn(self, work: Any) -> None:
@@ -473,15 +446,17 @@ class ModelLifecycle:
         task.add_done_callback(self._tasks.discard)
 
     async def settled(self) -> None:
-        """Wait for rollbacks and quarantines in flight (tests, shutdown)."""
+        """Wait for rollbacks, quarantines and record writes in flight (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
+        await self._ledger.flush()
 
     async def stop(self) -> None:
         """Let work in flight finish and write the record durably (the host is stopping)."""
         await self.settled()
         if self._champion is not None:
-            await asyncio.to_thread(self._save, durable=True)
+            self._save(durable=True)
+            await self._ledger.flush()
 
     # -- controls (CLI, /admin) -----------------------------------------------------------
 
@@ -491,11 +466,11 @@ class ModelLifecycle:
                 f"slot {slot!r} has no lifecycle: only the decision slot {self._slot!r} trades"
             )
 
-    def _by_hand(self, outcome: Outcome, rule: str, reason: str) -> Verdict:
+    def _by_hand(self, outcome: Outcome, reason: str) -> Verdict:
         judging = self._judging
         figures = dict(judging.judge.figures) if judging is not None else {}
         bars = int(figures.get("bars") or 0)
-        return Verdict(outcome=outcome, rule=rule, reason=reason, bars=bars, figures=figures)
+        return Verdict(outcome=outcome, rule="by_hand", reason=reason, bars=bars, figures=figures)
 
     def promote(self, slot: str | None = None) -> str:
         """Make the candidate in shadow or canary the champion now."""
@@ -507,7 +482,7 @@ class ModelLifecycle:
                 "in shadow or canary"
             )
         version = judging.candidate.version
-        self._promote(judging, self._by_hand(Outcome.PASS, "by_hand", "promoted by hand"), None)
+        self._promote(judging, self._by_hand(Outcome.PASS, "promoted by hand"), None)
         return f"promoted {version}: it is the champion of {self._slot}"
 
     async def reject(self, slot: str | None = None) -> str:
@@ -516,8 +491,7 @@ class ModelLifecycle:
         judging = self._judging
         if judging is not None:
             version = judging.candidate.version
-            verdict = self._by_hand(Outcome.FAIL, "by_hand", "rejected by hand")
-            self._fail(judging, verdict, self._last_bar)
+            self._fail(judging, self._by_hand(Outcome.FAIL, "rejected by hand"), self._last_bar)
             return (
                 f"rejected {version}: {self.champion.version} decides again; "
                 "its files are being restored"
@@ -525,56 +499,65 @@ class ModelLifecycle:
         return await self._reject_champion()
 
     async def _reject_champion(self) -> str:
-        """Roll the champion back to its newest other backup, and quarantine it."""
+        """Put the champion before this one back, and quarantine this one."""
         await self.settled()  # a restore in flight puts the champion's file back first
         if self._judging is not None:  # a candidate arrived meanwhile: that is the one
             return await self.reject()
         champion = self.champion
-        last = self._last
-        already = self._failed_under == champion.sha256
-        if last is not None and last.outcome is Outcome.FAIL and already:
-            candidate = self._last_candidate.version if self._last_candidate else "the candidate"
+        if self._failed_under == champion.sha256 and self._last_candidate is not None:
             raise LifecycleRefused(
-                f"nothing to reject: {candidate} was already rolled back ({last.reason}); "
-                f"{champion.version} is the champion (to reject it too, reject again once "
-                "a newer model has been judged, or `python -m app rollback`)"
+                f"nothing to reject: {self._last_candidate.version} was already rolled back "
+                f"({self._last.reason if self._last else ''}); {champion.version} is the "
+                "champion, and stays until a newer model is judged"
             )
-        installed = self._files.installed()
-        if installed.sha256 != champion.sha256:
+        if self._files.installed().sha256 != champion.sha256:
             raise LifecycleRefused(
-                f"cannot reject {champion.version} now: the file on disk is {installed.version}"
+                f"cannot reject {champion.version} now: its file on disk is being replaced"
             )
-        result = await self._files.roll_back(replacing=champion.sha256)
-        restored = result.installed.get(self._slot)
-        if not result.ok or restored is None or restored.sha256 == champion.sha256:
-            raise LifecycleRefused(f"cannot reject {champion.version}: {result.reason}")
-        await self._files.quarantine(champion, "rejected by hand")
-        self._last = self._by_hand(Outcome.FAIL, "by_hand", "rejected by hand")
+        origin = self._files.origin_of(champion)
+        restored = await self._restore_previous(champion)
+        await self._files.quarantine(champion, "rejected by hand", origin=origin)
+        self._last = self._by_hand(Outcome.FAIL, "rejected by hand")
         self._last_candidate = _ref(champion)
         self._seen = restored.sha256  # already handled: no arrival at the next bar
         self._settle(restored)
         self._failed_under = restored.sha256
-        why = f"rejected by hand and quarantined; {restored.version} restored"
-        self._transition(Stage.CHAMPION, self._last_bar, self._last, why)
+        self._announce("rolled_back", Stage.CHAMPION, self._last_bar, self._last, quarantined=True)
         return f"rejected {champion.version}: {restored.version} is restored and the champion"
+
+    async def _restore_previous(self, champion: LoadedModel) -> LoadedModel:
+        """The newest earlier champion whose backup serves, restored over `champion`."""
+        for past in self._champions[1:]:
+            backup = await asyncio.to_thread(self._files.backup_holding, past.sha256)
+            if backup is None:
+                continue
+            result = await self._files.roll_back(backup.name, replacing=champion.sha256)
+            restored = result.installed.get(self._slot)
+            if result.ok and restored is not None:
+                return restored
+        raise LifecycleRefused(
+            f"cannot reject {champion.version}: no earlier champion is on the shelf to go "
+            "back to (`python -m app rollback` restores any backup, judged as a new model)"
+        )
 
     # -- what it says ----------------------------------------------------------------------
 
     def _record(self) -> LifecycleRecord:
-        judging = self._judging
-        last = self._last
-        champion = self.champion
+        judging, last, champion = self._judging, self._last, self.champion
+        spacing = self._spacing if self._spacing_known else None
         if judging is None:
             return LifecycleRecord(
                 slot=self._slot,
                 stage=Stage.CHAMPION,
                 champion=_ref(champion),
                 candidate=self._last_candidate,
-                verdict=str(last.outcome) if last is not None else "pending",
+                verdict=last.outcome if last is not None else Outcome.PENDING,
                 rule=last.rule if last is not None else None,
                 reason=last.reason if last is not None else None,
                 figures=dict(last.figures) if last is not None else {},
                 last_bar=self._last_bar,
+                champions=self._champions,
+                bar_seconds=spacing,
             )
         return LifecycleRecord(
             slot=self._slot,
@@ -583,65 +566,97 @@ class ModelLifecycle:
             candidate=_ref(judging.candidate),
             started_at=judging.started_at,
             ends_at=judging.ends_at,
-            verdict="pending",
             figures=dict(judging.judge.figures),
             judge=judging.judge.to_json(),
-            bar_seconds=judging.bar_seconds,
+            shadowed=judging.shadowed,
             last_bar=self._last_bar,
+            champions=self._champions,
+            bar_seconds=spacing,
         )
 
     def report(self) -> dict[str, Any]:
         """``status --json``'s ``models.<slot>.lifecycle``, live."""
         if self._champion is None:  # not started (yet)
             return describe(None, mode=self._settings.mode)
-        return describe(self._record(), mode=self._settings.mode)
+        view = describe(self._record(), mode=self._settings.mode)
+        view["updated_at"] = self._ledger.updated_at
+        return view
 
     def _save(self, *, durable: bool) -> None:
-        self._saved_at = time.monotonic()
-        try:
-            write_record(self._path, self._record(), durable=durable)
-        except OSError as error:
-            logger.warning(f"⚠️ [LIFECYCLE] Cannot write {self._path.name}: {error}")
+        self._ledger.save(self._record(), durable=durable)
 
-    def _transition(self, was: Stage, at: float | None, verdict: Verdict | None, why: str) -> None:
-        """Journal, log, count, alert and persist a change of stage."""
-        now = self.stage
+    def _announce(
+        self,
+        kind: str,
+        was: Stage,
+        at: float | None,
+        verdict: Verdict | None,
+        *,
+        quarantined: bool = False,
+    ) -> None:
+        """Save the record and tell everyone about a change of stage."""
         judging = self._judging
-        candidate = judging.candidate if judging is not None else None
-        figures = dict(verdict.figures) if verdict is not None else {}
-        outcome = str(verdict.outcome) if verdict is not None else "pending"
-        named = candidate.version if candidate is not None else None
-        if named is None and self._last_candidate is not None and verdict is not None:
+        if kind == "started" and judging is not None:
+            why = f"trading as a canary until {market_time(judging.ends_at)}"
+            if judging.stage is Stage.SHADOW:
+                why = f"deciding in shadow until {market_time(judging.ends_at)}"
+                if self._blackout.covers(at or 0.0):
+                    why += f" (the blackout {self._blackout.description})"
+        elif kind == "rolled_back" and verdict is not None:
+            action = "rolled back and quarantined" if quarantined else "rolled back"
+            why = f"{action}: {verdict.reason}"
+        elif kind == "promoted" and verdict is not None:
+            why = f"promoted: {verdict.reason}"
+        elif kind == "restored":
+            why = f"{self.champion.version} restored from a backup: it was champion before"
+        else:
+            why = verdict.reason if verdict is not None else kind
+        named = judging.candidate.version if judging is not None else None
+        if named is None and self._last_candidate is not None:
             named = self._last_candidate.version
+        outcome = str(verdict.outcome) if verdict is not None else str(Outcome.PENDING)
         self._save(durable=True)
-        if self._journal is not None:
-            self._journal.record_transition(
-                Transition(
-                    bar_time=at,
-                    recorded_at=time.time(),
-                    slot=self._slot,
-                    from_stage=str(was),
-                    to_stage=str(now),
-                    candidate=named,
-                    incumbent=self.champion.version,
-                    verdict=outcome,
-                    rule=verdict.rule if verdict is not None else None,
-                    reason=why,
-                    figures=finite_only(figures),
-                )
-            )
-        if self._observer is not None:
-            self._observer.record_stage(self._slot, str(now))
-            if verdict is not None:
-                self._observer.record_verdict(self._slot, outcome, verdict.rule)
-        emoji = "🚨" if outcome == "fail" else "🏆" if now is Stage.CHAMPION else "🐤"
-        logger.bind(slot=self._slot, stage=str(now), verdict=outcome).info(
-            f"{emoji} [LIFECYCLE] {self._slot}: {was} -> {now} ({named or '-'}): {why}"
+        change = StageChange(
+            kind, self._slot, was, self.stage, named, self.champion.version, outcome, why
         )
-        if self._alerts is not None:
-            headline, lines = stage_mail(
-                StageChange(self._slot, was, now, named, self.champion.version, outcome, why),
-                trading=self._brain.snapshot.deciding.version,
-                figures=figures,
-            )
-            self._alerts.notify_stage(headline, lines)
+        self._ledger.announce(change, verdict, at=at, trading=self._brain.snapshot.deciding.version)
+
+
+def _paired(
+    stage: Stage,
+    marked: BarOutcome | None,
+    decision: Decision | None,
+    closed: ClosedTrade | None,
+    shadow: ShadowStep,
+) -> PairedBar:
+    """The bar as the judge sees it: the candidate (trading in a canary, on paper in a
+    shadow) against the incumbent. `marked` is None on the stage's first bar (what the
+    trading book earned then was decided before the stage)."""
+    trading_return = 0.0 if marked is None else marked.net_return
+    trading_position = None if marked is None else marked.position
+    paper_return = 0.0 if shadow.marked is None else shadow.marked.net_return
+    paper_position = None if shadow.marked is None else shadow.marked.position
+    # A decision that failed (the model raised) holds the position: an invalid output.
+    action = decision.action if decision is not None else "hold"
+    valid = decision.valid if decision is not None else False
+    if stage is Stage.CANARY:
+        return PairedBar(
+            trading_return,
+            paper_return,
+            action,
+            shadow.decision.action,
+            valid,
+            closed is not None,
+            candidate_position=trading_position,
+            incumbent_position=paper_position,
+        )
+    return PairedBar(
+        paper_return,
+        trading_return,
+        shadow.decision.action,
+        action,
+        shadow.decision.valid,
+        shadow.closed is not None,
+        candidate_position=paper_position,
+        incumbent_position=trading_position,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 from loguru import logger
 
@@ -16,9 +17,8 @@ from app.brain.models import LoadedModel, SwapResult
 from app.errors import AppError
 from app.install.installer import ModelInstaller
 from app.install.quarantine import QuarantineEntry
+from app.install.records import Origin
 from app.lifecycle.record import ModelRef
-
-_RESTORED = ("rollback", "lifecycle")  # provenance sources of a restored backup
 
 
 class ChampionFiles:
@@ -33,14 +33,20 @@ class ChampionFiles:
         """The model the decision slot's file holds (not necessarily the one deciding)."""
         return self._brain.snapshot.models[self._slot]
 
-    def restored(self, model: LoadedModel) -> bool:
-        """True when `model` came back from a backup (a rollback): it served before."""
+    def is_quarantined(self, sha256: str) -> bool:
+        """True when the quarantine holds the model (False when it cannot be read: the
+        installer fails closed on its own)."""
+        try:
+            return self._models.quarantine.holds(sha256) is not None
+        except AppError:
+            return False
+
+    def origin_of(self, model: LoadedModel) -> Origin | None:
+        """The artifact the installed `model` came in (None once another is installed)."""
         provenance = self._models.records.provenance(self._slot)
-        return (
-            provenance is not None
-            and provenance.sha256 == model.sha256
-            and provenance.source in _RESTORED
-        )
+        if provenance is None or provenance.sha256 != model.sha256:
+            return None
+        return provenance.origin
 
     async def rid_of_quarantined(self) -> LoadedModel:
         """The installed model, after rolling back one that is quarantined (copied in while
@@ -88,6 +94,10 @@ class ChampionFiles:
             logger.warning(f"⚠️ [LIFECYCLE] Backup {backup.name} cannot serve: {error}")
             return None
 
+    def backup_holding(self, sha256: str) -> Path | None:
+        """The newest intact backup of this model (blocking: it hashes)."""
+        return self._models.shelf.holding(self._slot, sha256)
+
     def protect(self, champion: LoadedModel) -> None:
         """Keep the champion's newest backup through retention, while it is the champion."""
         self._models.shelf.protect(self._slot, champion.sha256)
@@ -126,14 +136,12 @@ class ChampionFiles:
                 f"{champion.version} decides from memory"
             )
 
-    async def quarantine(self, model: LoadedModel, why: str) -> None:
-        """Never install `model` (nor the artifact it came in) again until released."""
-        provenance = self._models.records.provenance(self._slot)
-        origin = (
-            provenance.origin
-            if provenance is not None and provenance.sha256 == model.sha256
-            else None
-        )
+    async def quarantine(
+        self, model: LoadedModel, why: str, *, origin: Origin | None = None
+    ) -> None:
+        """Never install `model` (nor the artifact it came in) again until released.
+        `origin`: its artifact, when `model` is no longer the installed one."""
+        origin = origin or self.origin_of(model)
         entry = QuarantineEntry(
             sha256=model.sha256,
             slot=self._slot,

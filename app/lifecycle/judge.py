@@ -84,6 +84,7 @@ incumbent has more downside, even with a better return.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -152,6 +153,10 @@ class JudgeRules:
             stuck_bars=max(1, bars(settings.stuck_minutes)) if settings.stuck_minutes else 0,
             horizon_bars=max(1, bars(minutes)),
         )
+
+    def spending(self, alpha: float) -> JudgeRules:
+        """These rules with another false-rollback budget."""
+        return dataclasses.replace(self, alpha=alpha)
 
     @property
     def threshold(self) -> float:

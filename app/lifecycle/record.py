@@ -18,6 +18,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.fsutil import write_bytes_atomically
+from app.lifecycle.judge import Outcome
 
 
 class Stage(StrEnum):
@@ -26,7 +27,8 @@ class Stage(StrEnum):
     SHADOW = "shadow"  # decides beside the champion, trading nothing
     CANARY = "canary"  # trades, while the model it displaced decides in shadow
     CHAMPION = "champion"  # trades, judged no more
-    QUARANTINED = "quarantined"  # rolled back by the judge or rejected by hand
+    # A model rolled back by the judge or rejected by hand is in the quarantine
+    # (app/install/quarantine.py): a list of models, not a stage of the slot.
 
 
 class ModelRef(BaseModel):
@@ -38,8 +40,17 @@ class ModelRef(BaseModel):
     version: str
 
 
+PAST_CHAMPIONS = 10  # the record remembers this many models that were champion
+
+
 class LifecycleRecord(BaseModel):
-    """The decision slot's stage: the champion, and the candidate being judged (if any)."""
+    """The decision slot's stage: the champion, and the candidate being judged (if any).
+
+    `champions` are the models that were champion here, newest (the current one) first: a
+    backup of one of them is a model that traded and passed; any other backup on the shelf
+    (a superseded candidate, one rolled back as inconclusive) never did, and is judged if it
+    is ever restored.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -49,12 +60,14 @@ class LifecycleRecord(BaseModel):
     candidate: ModelRef | None = None
     started_at: float | None = None  # market time the stage started (its first bar)
     ends_at: float | None = None  # market time the stage ends (canary or shadow window)
-    verdict: str = "pending"  # pending | pass | fail | inconclusive (the last one given)
+    verdict: Outcome = Outcome.PENDING  # the last one given
     rule: str | None = None
     reason: str | None = None
     figures: dict[str, float | int | None] = {}
     judge: dict[str, Any] | None = None  # the judge's running sums (Judge.to_json)
-    bar_seconds: float | None = None  # the spacing the judge's rules were made for
+    bar_seconds: float | None = None  # the feed's bar spacing (the judge's rules are made for it)
+    shadowed: bool = False  # the candidate's canary came after a shadow (each spends alpha / 2)
+    champions: list[ModelRef] = []
     last_bar: float | None = None  # market time of the last bar judged
     updated_at: str = ""
 
@@ -74,8 +87,11 @@ def read_record(path: Path) -> LifecycleRecord | None:
         return None
 
 
-def write_record(path: Path, record: LifecycleRecord, *, durable: bool = True) -> None:
-    """Replace the record, all or nothing (`durable`: fsynced, for stage changes)."""
-    stamped = record.model_copy(update={"updated_at": datetime.now(UTC).isoformat()})
+def write_record(path: Path, record: LifecycleRecord, *, durable: bool = True) -> str:
+    """Replace the record, all or nothing (`durable`: fsynced, for stage changes); the time
+    (ISO-8601 UTC) it says it was written at."""
+    stamp = datetime.now(UTC).isoformat()
+    stamped = record.model_copy(update={"updated_at": stamp})
     data = json.dumps(stamped.model_dump(mode="json"), indent=1)
     write_bytes_atomically(path, data, durable=durable)
+    return stamp

@@ -15,6 +15,7 @@ Figures = Mapping[str, float | int | None]
 class StageChange(NamedTuple):
     """One change of the decision slot's stage."""
 
+    kind: str  # started | promoted | rolled_back | restored | superseded | not_resumed
     slot: str
     was: Stage
     now: Stage
@@ -22,6 +23,16 @@ class StageChange(NamedTuple):
     champion: str  # the champion's version after the change
     verdict: str  # pending | pass | fail | inconclusive
     why: str
+
+
+_HEADLINES = {
+    "started": "Model {now} started - {slot} version {candidate}",
+    "promoted": "Model promoted - {slot} version {candidate}",
+    "rolled_back": "Model rolled back - {slot} version {candidate}",
+    "restored": "Model restored - {slot} version {champion}",
+    "superseded": "Model superseded - {slot} version {candidate}",
+    "not_resumed": "Model {was} not resumed - {slot} version {candidate}",
+}
 
 
 def market_time(moment: float | None) -> str | None:
@@ -44,12 +55,7 @@ def _percent(value: float | None) -> str:
 
 def stage_mail(change: StageChange, *, trading: str, figures: Figures) -> tuple[str, list[str]]:
     """The alert's headline and body: which model, why, and the paired figures."""
-    if change.verdict == "fail":
-        headline = f"Model rolled back - {change.slot} version {change.candidate}"
-    elif change.now is Stage.CHAMPION:
-        headline = f"Model promoted - {change.slot} version {change.champion}"
-    else:
-        headline = f"Model {change.now} started - {change.slot} version {change.candidate}"
+    headline = _HEADLINES[change.kind].format(**change._asdict())
     shown = ("bars", "candidate_trades", "candidate_net_return", "incumbent_net_return")
     lines = [
         f"Slot: {change.slot}",
