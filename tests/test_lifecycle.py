@@ -541,3 +541,27 @@ async def test_admin_promote_and_reject_take_the_control_token_and_say_why_not(
     )
     assert host.trading_version() == "momentum-1"
     assert host.models.brain.snapshot.models[SLOT].version == "momentum-1"
+
+
+async def test_the_shelf_keeps_no_quarantined_model_and_no_second_copy(
+    start: Callable[..., Awaitable[LifecycleHost]], tmp_path: Path
+) -> None:
+    """A backup of the quarantined candidate (made when the champion is restored over it), or
+    a second copy of a model already on the shelf, would only push a useful backup out of
+    retention."""
+    host = await start()
+    await host.advance(120)
+    inverted = momentum_file(tmp_path / "offered", -1.0, "inverted-2")
+    await by_sync_free_install(host, inverted)  # backs up momentum-1
+    await host.advance(1)
+    await host.until(lambda: host.lifecycle.stage is Stage.CHAMPION, limit=CANARY_BARS)
+    await host.settle()  # momentum-1 restored over inverted-2: no backup of inverted-2
+    await by_sync_free_install(host, momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+    await host.advance(1)  # momentum-1 replaced again: already on the shelf
+    host.lifecycle.promote()
+    await host.settle()  # the new champion, momentum-2, is shelved
+
+    shelf = [sha256_hex(path.read_bytes()) for path in host.models.backups()]
+
+    assert sha256_hex(inverted.read_bytes()) not in shelf
+    assert len(shelf) == len(set(shelf)) == 2

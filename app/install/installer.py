@@ -420,7 +420,7 @@ class ModelInstaller:
         taken: list[str] = self.shelf.names()
         for slot, model in prepared.items():
             serving = current.models[slot]
-            if self._active_is_serving(serving):
+            if self._worth_a_backup(serving):
                 name = next_backup_name(slot, now, taken)
                 taken.append(name)
                 backup = self.layout.backup_dir / name
@@ -472,6 +472,16 @@ class ModelInstaller:
                 raise
         logger.info(f"💾 [MODEL-RELOAD] Backup created of the champion {serving.version}: {backup}")
         return backup
+
+    def _worth_a_backup(self, serving: LoadedModel) -> bool:
+        """The model being replaced is backed up when it really served, the shelf has no copy
+        of it yet, and it is not quarantined: a backup nothing may restore, or a second copy,
+        would only push a useful one out of ``models.backup_retention``."""
+        if not self._active_is_serving(serving):
+            return False
+        if self.shelf.recorded(serving.slot, serving.sha256) is not None:
+            return False
+        return self.quarantine.holds(serving.sha256) is None
 
     def _record_backup(
         self, transaction: Transaction, serving: LoadedModel, name: str, now: datetime

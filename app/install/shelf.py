@@ -62,6 +62,10 @@ class BackupShelf:
             return True  # an older version's backup: validation still decides
         return not _corrupt(backup, record, sha256_of_file(backup))
 
+    def recorded(self, slot: str, sha256: str) -> Path | None:
+        """The newest backup of `slot` whose record says it holds `sha256` (nothing hashed)."""
+        return next((path for path in self.of(slot) if _sha_of(self.records, path) == sha256), None)
+
     def holding(self, slot: str, sha256: str) -> Path | None:
         """The newest intact backup of `slot` whose bytes hash to `sha256`, if any."""
         for path in self.of(slot):
