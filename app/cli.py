@@ -134,10 +134,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigurationError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    json_lines = args.log_json or settings.logging.json_lines
     configure_logging(
-        level=settings.logging.level,
-        json_lines=args.log_json or settings.logging.json_lines,
-        secrets=_secrets(settings),
+        level=settings.logging.level, json_lines=json_lines, secrets=_secrets(settings)
     )
     if settings_file(args.settings) is None:
         logger.warning(
@@ -150,16 +149,17 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return asyncio.run(_dispatch(command, args, settings))
     except AppError as error:
-        return _failed(str(error))
+        return _failed(str(error), logged=json_lines)
     except OSError as error:
-        return _failed(describe_os_error(error))
+        return _failed(describe_os_error(error), logged=json_lines)
     except Exception as error:  # a bug: still one line for the user, the traceback in the log
         if caused_by_interrupt(error):
             return EXIT_INTERRUPTED
         logger.opt(exception=error).debug("unexpected error")
         return _failed(
             f"unexpected {type(error).__name__}: {error} "
-            "(a bug; LOGGING__LEVEL=DEBUG logs its traceback)"
+            "(a bug; LOGGING__LEVEL=DEBUG logs its traceback)",
+            logged=json_lines,
         )
 
 
@@ -169,9 +169,12 @@ def describe_os_error(error: OSError) -> str:
     return f"{error.filename}: {what}" if error.filename else what
 
 
-def _failed(reason: str) -> int:
+def _failed(reason: str, *, logged: bool) -> int:
+    """One line for the user; with JSON logs, also a JSON line for whatever reads them (a
+    text log line would only say the same thing twice)."""
     reason = " ".join(reason.split())
-    logger.bind(outcome="failed", reason=reason).error(f"❌ {reason}")
+    if logged:
+        logger.bind(outcome="failed", reason=reason).error(f"❌ {reason}")
     print(f"error: {reason}", file=sys.stderr)
     return EXIT_FAILED
 

@@ -205,7 +205,15 @@ async def install(container: Application, args: argparse.Namespace) -> int:
         result = await models.swap_in([Candidate(slot, args.path)], origin=origin)
     finally:
         await _shutdown(container)  # lets the install alert go out
-    return _report(result, "installed")
+    code = _report(result, "installed")
+    settings: Settings = container.config()
+    judged = settings.lifecycle.mode == "canary" and settings.trading.enabled
+    if result.installed and judged and slot == settings.brain.decision_slot:
+        print(
+            "  a running host trades it only once its canary passes "
+            "(`python -m app status` shows the stage)"
+        )
+    return code
 
 
 async def rollback(container: Application, args: argparse.Namespace) -> int:

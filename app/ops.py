@@ -357,7 +357,8 @@ class OpsServer:
     def _refused(self, request: web.Request) -> web.Response | None:
         """The answer to an admin request without the admin token (404 when admin is off)."""
         if not self._admin_token:
-            raise web.HTTPNotFound(text="admin endpoints are off (ops.admin_token is empty)")
+            reason = "admin endpoints are off (ops.admin_token is empty)"
+            return web.json_response({"error": reason}, status=404)
         if not self._authorized(request):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         return None

@@ -7,8 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.errors import AppError
 from app.install.installer import ModelInstaller
 from app.services.state import StateStore
+
+
+def _quarantined(models: ModelInstaller, sha256: str) -> str | None:
+    """Why the model on disk must not trade, when the quarantine holds it."""
+    try:
+        entry = models.quarantine.holds(sha256)
+    except AppError as error:
+        return str(error)
+    if entry is None:
+        return None
+    return (
+        f"quarantined since {entry.since} ({entry.why}); a host rolls it back at start, and "
+        "refuses it while running"
+    )
 
 
 def status_report(
@@ -40,7 +55,7 @@ def status_report(
             "size_bytes": model.size_bytes,
             "provenance": provenance.model_dump(mode="json") if matches and provenance else None,
             "backups": [path.name for path in models.backups(slot)],
-            "problem": model.fallback_reason,
+            "problem": model.fallback_reason or _quarantined(models, model.sha256),
         }
     decision_slot = models.brain.settings.decision_slot
     if lifecycle is not None and decision_slot in report:

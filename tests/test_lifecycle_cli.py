@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.lifecycle_stack import SLOT, momentum_csv, momentum_file
-from tests.test_cli import Bot, RunningHost, write_settings
+from tests.test_cli import Bot, RunningHost, sha256, write_settings
 
 WAIT_SECONDS = 60
 
@@ -159,3 +159,41 @@ def test_a_host_killed_in_mid_canary_resumes_it(
     assert bot.status()["version"] == "momentum-2"
     assert second.stop() == 0
     assert SLOT in bot.status()["path"]
+
+
+def test_install_names_the_file_offered_and_says_the_canary_comes_first(
+    bot: Bot, tmp_path: Path
+) -> None:
+    not_a_model = tmp_path / "bars.csv"
+    not_a_model.write_text("timestamp,open\n")
+
+    refused = bot.run("install", not_a_model)
+    installed = bot.run("install", momentum_file(tmp_path / "offered", 1.0, "momentum-2"))
+
+    assert refused.returncode == 1
+    [line] = refused.said
+    assert line.startswith("refused: bars.csv cannot be loaded by ONNX Runtime: ")
+    assert ".sync/staging" not in line
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout.splitlines()[1] == (
+        "  a running host trades it only once its canary passes "
+        "(`python -m app status` shows the stage)"
+    )
+
+
+def test_status_says_when_the_active_file_is_quarantined(bot: Bot, tmp_path: Path) -> None:
+    model = momentum_file(tmp_path / "offered", -1.0, "inverted-2")
+    assert bot.run("install", model).returncode == 0
+    quarantine = bot.models / ".sync" / "quarantine.json"
+    entry = {
+        "sha256": sha256(model),
+        "slot": SLOT,
+        "version": "inverted-2",
+        "at": "2026-12-01T00:00:00Z",
+        "why": "net return -2.03% reached the loss limit -2.00%",
+    }
+    quarantine.write_text(json.dumps({"quarantine": [entry]}))
+
+    problem = bot.status()["problem"]
+
+    assert problem.startswith("quarantined since 2026-12-01T00:00:00Z (net return -2.03%")

@@ -396,6 +396,9 @@ class ModelInstaller:
                     installed_at=serving.path,
                     known_sha256=candidate.sha256 if trusted else None,
                 )
+            except ModelError as error:  # named by the file offered, not our staged copy
+                said = str(error).replace(str(staged), str(candidate.path))
+                raise type(error)(said.replace(staged.name, candidate.path.name)) from None
             finally:
                 flushed.result()
             screen(model.sha256)  # the hash, now known for certain
