@@ -30,8 +30,9 @@ The generator (the same per-bar process at every bar spacing, except the market'
 ``m`` and the candidate's accuracy are solved for on the runs' own paths with the noise
 integrated out, so each scenario holds on the bars judged (the ``net c/i`` column). Windows: 60
 bars (the default 60-minute canary of 1-minute bars), 720 (5-second bars) and 3600 (1-second
-bars), judged with ``horizon_bars`` = the window and ``stuck_bars`` = the default's 30 minutes
-(30, 360, 1800 bars; a row with the unscaled 30 bars shows why); longer windows have fewer runs
+bars), judged with the shipped settings turned into bars at the spacing (``JudgeRules.of``:
+the window, and ``stuck_minutes`` 60 = 60, 720, 3600 bars; a row with the stuck guardrail at a
+fixed 30 bars shows why it is set in minutes); longer windows have fewer runs
 (N). The last column is computed, not measured: the paired return difference's mean over its
 root mean square, which is what the judge's ``z`` gains per square root of a bar, and the bars
 it would take to reach ``z = -4``. The guardrails: an as-good candidate over 60 bars with, at a
@@ -43,6 +44,7 @@ status is 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -58,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 from _report import print_table  # noqa: E402 - beside this script
 
 from app.lifecycle.judge import Judge, JudgeRules, Outcome, PairedBar, Verdict  # noqa: E402
+from app.settings import LifecycleSettings  # noqa: E402
 from app.trading.positions import trade_table  # noqa: E402
 
 SIGMA = 0.0008  # the market's volatility over a minute: 8 bps
@@ -267,7 +270,16 @@ class Window:
         closed = np.diff(self.trades_c, prepend=0) > 0
         valid = valid or [True] * len(self.net_c)
         return [
-            PairedBar(c, i, ACTIONS[a + 1], ACTIONS[b + 1], ok, shut)
+            PairedBar(
+                c,
+                i,
+                ACTIONS[a + 1],
+                ACTIONS[b + 1],
+                ok,
+                shut,
+                candidate_position=a,
+                incumbent_position=b,
+            )
             for c, i, a, b, ok, shut in zip(
                 self.net_c.tolist(),
                 self.net_i.tolist(),
@@ -470,13 +482,12 @@ def main() -> int:
             + ": "
             + ", ".join(f"{calibration.right[e]:.3f}" for e in EDGES)
         )
-        stuck = 30 * 60 // spacing  # the default 30 bars of a minute: the same 30 minutes
-        scenarios = [
-            (edge_name(edge), edge, JudgeRules(stuck_bars=stuck, horizon_bars=bars))
-            for edge in (*EDGES, None)
-        ]
+        # The shipped defaults, turned into bars at this spacing as the host does.
+        shipped = JudgeRules.of(LifecycleSettings(), minutes=60, bar_seconds=spacing)
+        scenarios = [(edge_name(edge), edge, shipped) for edge in (*EDGES, None)]
         if bars > 60:
-            scenarios.insert(1, ("as good, stuck_bars 30", 1.0, JudgeRules(horizon_bars=bars)))
+            unscaled = dataclasses.replace(shipped, stuck_bars=30)
+            scenarios.insert(1, ("as good, stuck at 30 bars", 1.0, unscaled))
         for name, edge, rules in scenarios:
             pos_c = candidate_positions(p, None if edge is None else calibration.right[edge])
             tally = scenario(Series(p, market, pos_c), rules, runs_n)

@@ -99,6 +99,8 @@ VERDICT_RULES: Final = (
     "min_trades",
     "by_hand",
     "not_resumed",
+    "superseded",
+    "abandoned",
 )
 """What decided a verdict: a guardrail, a soft rule, the window's end, or a person."""
 STAGES: Final = ("shadow", "canary", "champion")
