@@ -40,7 +40,7 @@ from app.errors import AppError
 from app.install.installer import ModelInstaller
 from app.lifecycle.blackout import Blackout
 from app.lifecycle.files import ChampionFiles
-from app.lifecycle.judge import Judge, JudgeRules, Outcome, PairedBar, Verdict
+from app.lifecycle.judge import Judge, JudgeRules, Outcome, Verdict
 from app.lifecycle.ledger import StageAlerts, StageLedger, StageObserver
 from app.lifecycle.record import (
     PAST_CHAMPIONS,
@@ -50,7 +50,7 @@ from app.lifecycle.record import (
     read_record,
 )
 from app.lifecycle.report import StageChange, describe, market_time
-from app.lifecycle.shadow import Shadow, ShadowStep
+from app.lifecycle.shadow import Shadow, paired_bar
 from app.settings import Settings
 from app.trading.bars import Bar
 from app.trading.journal import DecisionJournal
@@ -315,7 +315,7 @@ class ModelLifecycle:
             return  # a control changed the stage while the shadow decided
         first = judging.started_at is None or bar.time <= judging.started_at
         verdict = judging.judge.observe(
-            _paired(judging.stage, None if first else marked, decision, closed, shadow)
+            paired_bar(judging.stage, None if first else marked, decision, closed, shadow)
         )
         if verdict is not None and verdict.outcome is Outcome.FAIL:
             self._fail(judging, verdict, bar.time)
@@ -620,43 +620,3 @@ class ModelLifecycle:
             kind, self._slot, was, self.stage, named, self.champion.version, outcome, why
         )
         self._ledger.announce(change, verdict, at=at, trading=self._brain.snapshot.deciding.version)
-
-
-def _paired(
-    stage: Stage,
-    marked: BarOutcome | None,
-    decision: Decision | None,
-    closed: ClosedTrade | None,
-    shadow: ShadowStep,
-) -> PairedBar:
-    """The bar as the judge sees it: the candidate (trading in a canary, on paper in a
-    shadow) against the incumbent. `marked` is None on the stage's first bar (what the
-    trading book earned then was decided before the stage)."""
-    trading_return = 0.0 if marked is None else marked.net_return
-    trading_position = None if marked is None else marked.position
-    paper_return = 0.0 if shadow.marked is None else shadow.marked.net_return
-    paper_position = None if shadow.marked is None else shadow.marked.position
-    # A decision that failed (the model raised) holds the position: an invalid output.
-    action = decision.action if decision is not None else "hold"
-    valid = decision.valid if decision is not None else False
-    if stage is Stage.CANARY:
-        return PairedBar(
-            trading_return,
-            paper_return,
-            action,
-            shadow.decision.action,
-            valid,
-            closed is not None,
-            candidate_position=trading_position,
-            incumbent_position=paper_position,
-        )
-    return PairedBar(
-        paper_return,
-        trading_return,
-        shadow.decision.action,
-        action,
-        shadow.decision.valid,
-        shadow.closed is not None,
-        candidate_position=paper_position,
-        incumbent_position=trading_position,
-    )

@@ -1,4 +1,5 @@
-"""A model deciding beside the trading one, on the same rows, trading on paper only.
+"""A model deciding beside the trading one, on the same rows, trading on paper only; and the
+paired bar the judge sees of the two.
 
 Its paper book starts as a copy of the trading book at the bar the stage starts (the same
 position, so the first change of position costs both the same), and from then on is marked and
@@ -17,6 +18,8 @@ from loguru import logger
 from app.brain.brain import TradingBrain
 from app.brain.decision import Decision, held
 from app.brain.models import LoadedModel
+from app.lifecycle.judge import PairedBar
+from app.lifecycle.record import Stage
 from app.trading.bars import Bar
 from app.trading.journal import DecisionJournal
 from app.trading.positions import BarOutcome, ClosedTrade, PaperBook
@@ -82,3 +85,43 @@ class Shadow:
             journal.record_bar(step.marked, version, role="shadow")
         if step.closed is not None:
             journal.record_trade(step.closed, version, role="shadow")
+
+
+def paired_bar(
+    stage: Stage,
+    marked: BarOutcome | None,
+    decision: Decision | None,
+    closed: ClosedTrade | None,
+    shadow: ShadowStep,
+) -> PairedBar:
+    """The bar as the judge sees it: the candidate (trading in a canary, on paper in a
+    shadow) against the incumbent. `marked` is None on the stage's first bar (what the
+    trading book earned then was decided before the stage)."""
+    trading_return = 0.0 if marked is None else marked.net_return
+    trading_position = None if marked is None else marked.position
+    paper_return = 0.0 if shadow.marked is None else shadow.marked.net_return
+    paper_position = None if shadow.marked is None else shadow.marked.position
+    # A decision that failed (the model raised) holds the position: an invalid output.
+    action = decision.action if decision is not None else "hold"
+    valid = decision.valid if decision is not None else False
+    if stage is Stage.CANARY:
+        return PairedBar(
+            trading_return,
+            paper_return,
+            action,
+            shadow.decision.action,
+            valid,
+            closed is not None,
+            candidate_position=trading_position,
+            incumbent_position=paper_position,
+        )
+    return PairedBar(
+        paper_return,
+        trading_return,
+        shadow.decision.action,
+        action,
+        shadow.decision.valid,
+        shadow.closed is not None,
+        candidate_position=paper_position,
+        incumbent_position=trading_position,
+    )
