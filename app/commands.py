@@ -385,8 +385,11 @@ async def status(container: Application, args: argparse.Namespace) -> int:
         print_json(report)
         return EXIT_OK
     for slot, info in report["models"].items():
-        sha = (info["sha256"] or "-")[:12]
-        print(f"{slot}: version {info['version']}  sha256 {sha}  {info['path']}")
+        if info["version"] is None:
+            print(f"{slot}: nothing serves  {info['path']}")
+        else:
+            sha = info["sha256"][:12]
+            print(f"{slot}: version {info['version']}  sha256 {sha}  {info['path']}")
         provenance = info["provenance"]
         if provenance:
             print(f"  from {provenance['source']}: {_describe_origin(provenance)}")

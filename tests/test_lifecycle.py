@@ -481,6 +481,7 @@ async def test_metrics_count_stage_changes_and_verdicts_and_show_the_paired_figu
     await host.advance(6)
     live = parse_metrics(host.container.monitoring().render()[0].decode())
     await host.until(lambda: host.lifecycle.stage is Stage.CHAMPION, limit=CANARY_BARS)
+    await host.advance(2)  # the champion trades again
     final = parse_metrics(host.container.monitoring().render()[0].decode())
 
     changes = "trading_brain_lifecycle_stage_changes_total"
@@ -495,6 +496,10 @@ async def test_metrics_count_stage_changes_and_verdicts_and_show_the_paired_figu
         if name == "trading_brain_lifecycle_verdicts_total" and count == 1
     ]
     assert [dict(labels)["verdict"] for labels in verdicts] == ["fail"]
+    position = "trading_paper_position"
+    assert value(live, position, slot=SLOT, version="inverted-2") is not None
+    assert value(final, position, slot=SLOT, version="inverted-2") is None  # holds nothing now
+    assert value(final, position, slot=SLOT, version="momentum-1") is not None
 
 
 # -- controls over HTTP --------------------------------------------------------------------

@@ -49,6 +49,7 @@ A gauge that has no value yet is absent from the body rather than a 0 that reads
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Final, Literal, get_args
@@ -239,6 +240,7 @@ class ProductionMonitoringService:
             ["slot"],
             registry=registry,
         )
+        self._position_holder: dict[str, str] = {}  # slot -> the version whose position shows
         self._paired = Gauge(
             "trading_brain_lifecycle_paired",
             "The judge's live paired figures: the candidate against the incumbent, same bars.",
@@ -293,7 +295,14 @@ class ProductionMonitoringService:
         self._decision_seconds.observe(seconds)
 
     def record_paper_bar(self, slot: str, version: str, position: int, net_return: float) -> None:
-        """One bar's paper outcome for the decision `version` made on the bar before."""
+        """One bar's paper outcome for the decision `version` made on the bar before; the
+        position is shown for the version holding it only (one that stopped trading holds
+        none)."""
+        holder = self._position_holder.get(slot)
+        if holder is not None and holder != version:
+            with contextlib.suppress(KeyError):
+                self._position.remove(slot, holder)
+        self._position_holder[slot] = version
         self._position.labels(slot=slot, version=version).set(position)
         self._net_return.labels(slot=slot, version=version).inc(net_return)
         self._paper_bars.labels(slot=slot, version=version).inc()
