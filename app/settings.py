@@ -434,6 +434,22 @@ def _describe(error: ValidationError) -> str:
     return "invalid settings: " + "; ".join(problems)
 
 
+def _env_hint(error: SettingsError) -> str:
+    """Which environment variables the unparsable section has (names only: a value may be a
+    secret), and how a list is written."""
+    named = re.search(r'field "(\w+)" from source "EnvSettingsSource"', str(error))
+    if named is None:
+        return ""
+    prefix = f"{named.group(1).upper()}__"
+    variables = sorted(name for name in os.environ if name.upper().startswith(prefix))
+    if not variables:
+        return ""
+    return (
+        f" ({', '.join(variables)}: a list or mapping is written as JSON, "
+        """e.g. LIFECYCLE__BLACKOUT='["13:25-13:45"]')"""
+    )
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; a bad value raises ConfigurationError naming its key."""
     chosen = settings_file(path)
@@ -448,7 +464,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise ConfigurationError(f"settings file {chosen} is not valid YAML{at}") from None
     except SettingsError as error:
         # pydantic-settings names the field and the source, never the value.
-        raise ConfigurationError(f"invalid settings: {error}") from None
+        raise ConfigurationError(f"invalid settings: {error}{_env_hint(error)}") from None
     except ValueError:
         # The message may quote a value (possibly a token): say only where the problem is.
         raise ConfigurationError(

@@ -356,3 +356,16 @@ def test_a_secret_from_the_environment_under_a_bad_key_is_never_echoed(
 
     assert "github.token" in message
     assert TOKEN not in message
+
+
+def test_a_list_from_the_environment_that_is_not_json_names_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIFECYCLE__BLACKOUT", "09:00-09:30")
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(None)
+
+    said = str(raised.value)
+    assert "LIFECYCLE__BLACKOUT: a list or mapping is written as JSON" in said
+    assert "09:00" not in said  # a value is never echoed (it could be a secret)
