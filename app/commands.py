@@ -207,8 +207,7 @@ async def install(container: Application, args: argparse.Namespace) -> int:
         await _shutdown(container)  # lets the install alert go out
     code = _report(result, "installed")
     settings: Settings = container.config()
-    judged = settings.lifecycle.mode == "canary" and settings.trading.enabled
-    if result.installed and judged and slot == settings.brain.decision_slot:
+    if result.installed and settings.judges_models and slot == settings.brain.decision_slot:
         print(
             "  a running host trades it only once its canary passes "
             "(`python -m app status` shows the stage)"

@@ -120,7 +120,7 @@ def model_lifecycle(
 ) -> ModelLifecycle | None:
     """Shadow, canary and the judge for new models; None with ``lifecycle.mode: direct`` (the
     seed's swap), or without a trading loop to judge them on."""
-    if models is None or settings.lifecycle.mode == "direct" or not settings.trading.enabled:
+    if models is None or not settings.judges_models:
         return None
     return ModelLifecycle(settings, models, journal=journal, alerts=alerts, observer=monitoring)
 

@@ -402,6 +402,12 @@ class Settings(BaseSettings):
         return self.models.dir.resolve()
 
     @property
+    def judges_models(self) -> bool:
+        """True when the host's lifecycle judges new models: canary mode, on a trading loop
+        (without one there are no bars to judge on, and swaps are direct)."""
+        return self.lifecycle.mode == "canary" and self.trading.enabled
+
+    @property
     def journal_path(self) -> Path:
         """The decision journal: in the models directory's private space."""
         return self.models_dir / ".sync" / "journal.sqlite3"

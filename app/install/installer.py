@@ -496,11 +496,12 @@ class ModelInstaller:
             sha256=serving.sha256,
             version=serving.version,
             taken_at=now,
-            provenance=self._provenance_of(serving),
+            provenance=self.provenance_of(serving),
         )
         transaction.place_record(record, self.layout.backup_record_file(name))
 
-    def _provenance_of(self, model: LoadedModel) -> Provenance | None:
+    def provenance_of(self, model: LoadedModel) -> Provenance | None:
+        """Where `model` came from, while it is the one its slot's provenance names."""
         provenance = self.records.provenance(model.slot)
         return provenance if provenance is not None and provenance.sha256 == model.sha256 else None
 

@@ -43,10 +43,8 @@ class ChampionFiles:
 
     def origin_of(self, model: LoadedModel) -> Origin | None:
         """The artifact the installed `model` came in (None once another is installed)."""
-        provenance = self._models.records.provenance(self._slot)
-        if provenance is None or provenance.sha256 != model.sha256:
-            return None
-        return provenance.origin
+        provenance = self._models.provenance_of(model)
+        return None if provenance is None else provenance.origin
 
     async def rid_of_quarantined(self) -> LoadedModel:
         """The installed model, after rolling back one that is quarantined (copied in while
